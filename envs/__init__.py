@@ -1,5 +1,45 @@
-"""robolearn's MuJoCo task suite (placeholder until the task-suite issue lands)."""
+"""robolearn's MuJoCo task suite: Lift, PushT, ReachAround, PegInsert (ids ``robolearn/<Task>-v0``).
+
+``register_all()`` registers the four ids with Gymnasium (idempotent; ``import robolearn`` calls it) and
+``make_expert(env, noise, seed)`` returns the task's closed-loop scripted expert.
+"""
+
+from __future__ import annotations
+
+TASKS = {
+    # id: (entry point, max_episode_steps)
+    "robolearn/Lift-v0": ("robolearn_envs.lift:LiftEnv", 100),
+    "robolearn/PushT-v0": ("robolearn_envs.push_t:PushTEnv", 200),
+    "robolearn/ReachAround-v0": ("robolearn_envs.reach_around:ReachAroundEnv", 60),
+    "robolearn/PegInsert-v0": ("robolearn_envs.peg_insert:PegInsertEnv", 100),
+}
 
 
 def register_all() -> None:
-    pass
+    import gymnasium as gym
+
+    for env_id, (entry, steps) in TASKS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry, max_episode_steps=steps)
+
+
+def make_expert(env, noise: float = 0.0, seed: int | None = None):
+    """The scripted expert for a robolearn task env (wrapped or not)."""
+    u = env.unwrapped
+    from robolearn_envs.lift import LiftEnv, LiftExpert
+    from robolearn_envs.peg_insert import PegInsertEnv, PegInsertExpert
+    from robolearn_envs.push_t import PushTEnv, PushTExpert
+    from robolearn_envs.reach_around import ReachAroundEnv, ReachAroundExpert
+
+    for cls, expert in (
+        (LiftEnv, LiftExpert),
+        (PushTEnv, PushTExpert),
+        (ReachAroundEnv, ReachAroundExpert),
+        (PegInsertEnv, PegInsertExpert),
+    ):
+        if isinstance(u, cls):
+            return expert(env, noise=noise, seed=seed)
+    raise ValueError(f"no scripted expert for {type(u).__name__}; robolearn tasks: {sorted(TASKS)}")
+
+
+__all__ = ["TASKS", "register_all", "make_expert"]

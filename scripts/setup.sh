@@ -19,4 +19,8 @@ PYTHON=${PYTHON:-python3}
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # constraints.txt pins every package, torch==2.13.0 (the CPU wheel) included.
 "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev,teleop]"
+# robomimic is a test-only peer (tests read our files with its SequenceDataset). Its declared deps
+# (egl_probe builds with cmake, torchvision clashes with our torch pin) are not needed for that: --no-deps.
+"$VENV/bin/python" -m pip show robomimic >/dev/null 2>&1 || \
+  "$VENV/bin/python" -m pip install -q --no-deps robomimic==0.3.0 || echo "[setup] robomimic not installed; its test will be skipped"
 echo "[setup] ok: $("$VENV/bin/python" -c 'import torch, mujoco; print("torch", torch.__version__, "mujoco", mujoco.__version__)')"

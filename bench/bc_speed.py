@@ -1,0 +1,144 @@
+"""Behaviour-cloning speed per head: training samples/s and batch-1 act() latency on CPU.
+
+    .venv/bin/python bench/bc_speed.py [--threads N] [--runs 3] [--heads mse,gmm,...] [--no-big]
+
+Setting: state obs of 20 dims, To=2, Tp=16, Ta=8, Da=5, batch 64, default configs (PolicyConfig(head=...)),
+plus diffusion with diffusion_policy's U-Net (down_dims [256, 512, 1024], ~65M params, DDIM-10).
+Every number is the median over --runs repetitions; latency p50/p90 over --calls act() calls per run.
+The LeRobot side-by-side is a separate environment: fill in ``peer_rows`` there (see its docstring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from robolearn.data.normalizer import Normalizer
+from robolearn.policies import HEADS, Policy, PolicyConfig
+
+SPEC = {"obs": {"state": {"shape": [20], "dtype": "float32"}}, "action_dim": 5, "To": 2, "Tp": 16, "Ta": 8}
+BATCH = 64
+
+
+def make_policy(cfg: PolicyConfig) -> Policy:
+    g = np.random.default_rng(0)
+    norm = Normalizer.from_data(
+        {
+            "state": g.normal(size=(1000, 20)).astype(np.float32),
+            "action": g.uniform(-1, 1, size=(1000, 5)).astype(np.float32),
+        }
+    )
+    torch.manual_seed(0)
+    return Policy(SPEC, cfg, norm)
+
+
+def train_samples_per_s(policy: Policy, steps: int) -> float:
+    if steps == 0:
+        return float("nan")
+    batch = {"obs": {"state": torch.randn(BATCH, 2, 20)}, "action": torch.rand(BATCH, 16, 5) * 2 - 1}
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    policy.train()
+    for i in range(steps + 2):  # 2 warm-up steps
+        if i == 2:
+            t0 = time.perf_counter()
+        loss, _ = policy.loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * BATCH / (time.perf_counter() - t0)
+
+
+def act_latency_ms(policy: Policy, calls: int) -> tuple[float, float]:
+    policy.eval()
+    obs = {"state": torch.randn(1, 2, 20)}
+    for _ in range(3):
+        policy.act(obs)
+    ts = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        policy.act(obs)
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return float(np.percentile(ts, 50)), float(np.percentile(ts, 90))
+
+
+def bench(name: str, cfg: PolicyConfig, runs: int, train_steps: int, calls: int) -> dict:
+    policy = make_policy(cfg)
+    sps, p50, p90 = [], [], []
+    for _ in range(runs):
+        sps.append(train_samples_per_s(policy, train_steps))
+        a, b = act_latency_ms(policy, calls)
+        p50.append(a)
+        p90.append(b)
+    return {
+        "policy": name,
+        "params": policy.num_params(),
+        "train_sps": statistics.median(sps),
+        "act_p50_ms": statistics.median(p50),
+        "act_p90_ms": statistics.median(p90),
+    }
+
+
+def peer_rows(runs: int) -> list[dict]:
+    """Hook for the LeRobot side-by-side (run in an environment where lerobot is installed).
+
+    Return rows with the same keys as ``bench`` ({"policy": "lerobot/diffusion", "params", "train_sps",
+    "act_p50_ms", "act_p90_ms"}) measured on the same setting (SPEC, BATCH). Not implemented here on purpose:
+    lerobot is not a robolearn dependency.
+    """
+    return []
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--train-steps", type=int, default=10)
+    ap.add_argument("--calls", type=int, default=30)
+    ap.add_argument("--heads", default=",".join(HEADS))
+    ap.add_argument("--no-big", action="store_true", help="skip the ~65M-param U-Net rows")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    configs = [(h, PolicyConfig(head=h)) for h in args.heads.split(",")]
+    if "diffusion" in args.heads:
+        configs.append(("diffusion[mlp]", PolicyConfig(head="diffusion", head_cfg={"denoiser": "mlp"})))
+    if "flow" in args.heads:
+        configs.append(("flow[mlp]", PolicyConfig(head="flow", head_cfg={"denoiser": "mlp"})))
+    if not args.no_big:
+        # diffusion_policy's size: down_dims [256, 512, 1024], diffusion_step_embed_dim 256 (~65M params).
+        big = {"down_dims": [256, 512, 1024], "time_embed_dim": 256}
+        configs.append(("diffusion[unet 256-512-1024]", PolicyConfig(head="diffusion", head_cfg=big)))
+        configs.append(
+            (
+                "diffusion[unet 256-512-1024 bf16]",
+                PolicyConfig(head="diffusion", head_cfg={**big, "inference_dtype": "bfloat16"}),
+            )
+        )
+    rows = []
+    for name, cfg in configs:
+        big = "1024" in name
+        train_steps = (0 if "bf16" in name else 3) if big else args.train_steps  # bf16 only changes act()
+        rows.append(bench(name, cfg, args.runs, train_steps, 10 if big else args.calls))
+        print(f"done {name}", flush=True)
+    rows += peer_rows(args.runs)
+
+    print(
+        f"\nCPU threads={args.threads}, batch {BATCH}, obs 20, To=2, Tp=16, Da=5, median of {args.runs} runs"
+    )
+    print(
+        f"| {'policy':<30} | {'params':>8} | {'train samples/s':>15} | {'act p50 ms':>10} | {'act p90 ms':>10} |"
+    )
+    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 17}|{'-' * 12}|{'-' * 12}|")
+    for r in rows:
+        print(
+            f"| {r['policy']:<30} | {r['params'] / 1e6:>7.2f}M | {r['train_sps']:>15.0f} | "
+            f"{r['act_p50_ms']:>10.2f} | {r['act_p90_ms']:>10.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

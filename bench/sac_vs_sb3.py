@@ -1,0 +1,156 @@
+"""robolearn SAC vs Stable-Baselines3 SAC, side by side in one process: env steps/s and return.
+
+Same hyperparameters for both (net 256x256, batch 256, lr 3e-4, gamma 0.99, tau 0.005, train_freq 1,
+gradient_steps 1, auto entropy with target -act_dim, same learning_starts, same torch thread count).
+Runs alternate ours / SB3 per (env, seed), so background load hits both alike.
+
+  steps/s   env steps per wall-clock second over the window after learning starts (the steady state)
+  return    deterministic evaluation (mean action) at the step budget, `--eval-episodes` episodes
+  time      split of the whole run: env.step / update (replay sampling + gradient steps) / other
+
+Full run (about 25 min per SB3 run on 2 CPU cores, ~2.5 h in all):
+  .venv/bin/python bench/sac_vs_sb3.py --steps 100000 --learning-starts 5000 --seeds 3 --threads 2
+Short measurement:
+  .venv/bin/python bench/sac_vs_sb3.py --steps 4000 --learning-starts 1000 --seeds 1 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from robolearn.algos.sac import SACConfig, evaluate, train_sac
+
+
+class TimedEnv(gym.Wrapper):
+    """Accumulates wall-clock time spent in env.step."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.step_time = 0.0
+
+    def step(self, action):
+        t0 = time.perf_counter()
+        out = self.env.step(action)
+        self.step_time += time.perf_counter() - t0
+        return out
+
+
+def run_ours(env_id: str, steps: int, learning_starts: int, seed: int, eval_episodes: int,
+             bf16: bool = False) -> dict:
+    cfg = SACConfig(learning_starts=learning_starts, bf16=bf16)
+    out = train_sac(env_id, cfg, total_steps=steps, seed=seed)
+    t0 = time.perf_counter()
+    ret = evaluate(gym.make(env_id), out["agent"].actor, eval_episodes, seed=10_000 + seed)
+    return {"sps": out["sps_learning"], "return": ret, "total": out["time/total"], "env": out["time/env"],
+            "update": out["time/update"], "other": out["time/other"], "eval_s": time.perf_counter() - t0}
+
+
+def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, eval_episodes: int) -> dict:
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Timed(SB3SAC):
+        update_time = 0.0
+
+        def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+            t0 = time.perf_counter()
+            super().train(gradient_steps, batch_size)
+            self.update_time += time.perf_counter() - t0
+
+    class LearnClock(BaseCallback):
+        t_learn = None
+
+        def _on_step(self) -> bool:
+            if self.t_learn is None and self.num_timesteps >= learning_starts:
+                self.t_learn = time.perf_counter()
+            return True
+
+    env = TimedEnv(gym.make(env_id))
+    model = Timed("MlpPolicy", env, learning_rate=3e-4, buffer_size=min(1_000_000, steps),
+                  learning_starts=learning_starts, batch_size=256, tau=0.005, gamma=0.99, train_freq=1,
+                  gradient_steps=1, ent_coef="auto", target_entropy="auto",
+                  policy_kwargs=dict(net_arch=[256, 256]), seed=seed, device="cpu", verbose=0)
+    clock = LearnClock()
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=steps, callback=clock)
+    t_end = time.perf_counter()
+    total = t_end - t0
+
+    class Policy:  # SB3's deterministic action, rescaled back to [-1, 1] for robolearn's `evaluate`
+        def __call__(self, obs):
+            a, _ = model.predict(obs.numpy(), deterministic=True)
+            low, high = env.action_space.low, env.action_space.high
+            a = torch.as_tensor(2.0 * (a - low) / (high - low) - 1.0, dtype=torch.float32)
+            return a, None, a
+
+    t1 = time.perf_counter()
+    ret = evaluate(gym.make(env_id), Policy(), eval_episodes, seed=10_000 + seed)
+    return {"sps": (steps - learning_starts) / (t_end - clock.t_learn), "return": ret, "total": total,
+            "env": env.step_time, "update": model.update_time,
+            "other": total - env.step_time - model.update_time, "eval_s": time.perf_counter() - t1}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=100_000, help="env steps per run (the return budget)")
+    ap.add_argument("--learning-starts", type=int, default=5000, help="random-action steps before updates")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per env")
+    ap.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5", help="comma-separated gymnasium ids")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (both implementations)")
+    ap.add_argument("--eval-episodes", type=int, default=5)
+    ap.add_argument("--impls", default="ours,sb3",
+                    help="comma-separated subset of ours, ours-bf16 (bf16 matmuls, opt-in), sb3")
+    ap.add_argument("--json", default=None, help="also write all per-run results here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    known = {"ours": run_ours, "ours-bf16": lambda *a: run_ours(*a, bf16=True), "sb3": run_sb3}
+    impls = {name: known[name] for name in args.impls.split(",")}
+
+    results: dict = {}
+    for env_id in args.envs.split(","):
+        for seed in range(args.seeds):
+            for name, fn in impls.items():
+                r = fn(env_id, args.steps, args.learning_starts, seed, args.eval_episodes)
+                results.setdefault(env_id, {}).setdefault(name, []).append(r)
+                print(f"{env_id} seed {seed} {name:9s}: {r['sps']:7.1f} steps/s  return {r['return']:8.1f}  "
+                      f"(env {r['env']:.1f}s, update {r['update']:.1f}s, other {r['other']:.1f}s)", flush=True)
+
+    med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+    print(f"\n## SAC: robolearn vs SB3 — {args.steps} steps, learning_starts {args.learning_starts}, "
+          f"{args.seeds} seed(s), {args.threads} torch thread(s); medians over seeds\n")
+    print("| env | impl | steps/s | SB3 steps/s | speed ratio | return | SB3 return | return ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    nan = float("nan")
+    for env_id, by in results.items():
+        s = by.get("sb3")
+        ss, rs = (med(s, "sps"), med(s, "return")) if s else (nan, nan)
+        for name, o in by.items():
+            if name == "sb3":
+                continue
+            so, ro = med(o, "sps"), med(o, "return")
+            print(f"| {env_id} | {name} | {so:.1f} | {ss:.1f} | {so / ss:.2f}x | {ro:.1f} | {rs:.1f} | "
+                  f"{ro / rs if rs else nan:.2f} |")
+    print("\nTime per env step over the whole run (ms; % of the run):\n")
+    print("| env | impl | env.step | update | other | total |")
+    print("|---|---|---:|---:|---:|---:|")
+    for env_id, by in results.items():
+        for name, rs in by.items():
+            tot = med(rs, "total")
+            cells = [f"{1e3 * med(rs, k) / args.steps:.2f} ({100 * med(rs, k) / tot:.0f}%)"
+                     for k in ("env", "update", "other")]
+            print(f"| {env_id} | {name} | {' | '.join(cells)} | {1e3 * tot / args.steps:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()

@@ -1,0 +1,199 @@
+"""The one `robolearn` command: `robolearn <command> key=value ...` (Hydra overrides).
+
+Commands that take a config (record, train, eval, finetune, dagger, loop) compose it with Hydra's
+Compose API from the typed dataclasses in `robolearn.config` (plus YAML under `configs/` where a
+command has presets), so `robolearn train policy=diffusion data=x.hdf5 train.steps=2000` works and a
+wrong value fails before any work. File-oriented commands (inspect, convert, plot, compare) take
+ordinary arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback, exit code 2."""
+
+
+# ------------------------------------------------------------------------------------------- composing
+def compose(command: str, overrides: list[str]):
+    """Compose the typed config of `command` with Hydra overrides; returns the dataclass instance."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from robolearn.config import ConfigError, register_configs
+
+    register_configs()
+    config_name = command
+    rest = []
+    i = 0
+    while i < len(overrides):  # --config-name NAME / --config-name=NAME picks a preset under configs/<command>/
+        o = overrides[i]
+        if o == "--config-name" and i + 1 < len(overrides):
+            config_name = f"{command}/{overrides[i + 1]}"
+            i += 2
+            continue
+        if o.startswith("--config-name="):
+            config_name = f"{command}/{o.split('=', 1)[1]}"
+        else:
+            rest.append(o)
+        i += 1
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=rest)
+        return OmegaConf.to_object(cfg)
+    except ConfigError as e:
+        raise UserError(f"config error: {e}") from None
+    except (HydraException, OmegaConfBaseException) as e:
+        msg = str(e).replace("\n\n", "\n").strip()
+        raise UserError(f"config error: {msg}\n(see `robolearn {command} --help` for the fields)") from None
+    except ValueError as e:
+        raise UserError(f"config error: {e}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _config_help(command: str, cls) -> str:
+    from robolearn.config import help_lines
+
+    doc = (COMMANDS[command][1] or "").strip()
+    return "\n".join([f"usage: robolearn {command} [key=value ...]", "", doc, "", "fields:", *help_lines(cls)])
+
+
+def _wants_help(args: list[str]) -> bool:
+    return any(a in ("-h", "--help") for a in args)
+
+
+# ------------------------------------------------------------------------------------------- commands
+def cmd_record(args: list[str]) -> int:
+    from robolearn.config import RecordConfig
+
+    if _wants_help(args):
+        print(_config_help("record", RecordConfig))
+        return 0
+    cfg = compose("record", args)
+    if cfg.teleop is not None:
+        from robolearn.teleop.app import record_teleop
+
+        summary = record_teleop(cfg)
+    else:
+        from robolearn.recording import record
+
+        summary = record(cfg)
+    _summary_table(f"record {cfg.env}", summary)
+    return 130 if summary.get("interrupted") else 0
+
+
+def cmd_inspect(args: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="robolearn inspect", description="Summarise (and validate) an episode store.")
+    p.add_argument("file")
+    p.add_argument("--validate", action="store_true", help="read every array; exit non-zero on any defect")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    a = p.parse_args(args)
+    from robolearn.data.inspect import inspect_file
+
+    return inspect_file(a.file, validate=a.validate, as_json=a.json, console=console)
+
+
+def cmd_convert(args: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="robolearn convert",
+        description="Import a Minari dataset (from minari's local storage, ~/.minari or $MINARI_DATASETS_PATH) "
+        "into robolearn's HDF5 layout.",
+    )
+    p.add_argument("dataset", help="Minari dataset id, e.g. mujoco/pusher/expert-v0")
+    p.add_argument("out", help="HDF5 file to write")
+    p.add_argument("--source", default="policy", help="episode source attribute (default: policy)")
+    p.add_argument("--overwrite", action="store_true")
+    a = p.parse_args(args)
+    from robolearn.data.convert import convert_minari
+
+    summary = convert_minari(a.dataset, a.out, source=a.source, overwrite=a.overwrite)
+    _summary_table(f"convert {a.dataset}", summary)
+    return 0
+
+
+def _summary_table(title: str, summary: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, show_header=True)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in summary.items():
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        t.add_row(k, str(v))
+    console.print(t)
+
+
+# name -> (function, one-line help, config class or None)
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "record": (cmd_record, "Record episodes (scripted expert or teleop) into an HDF5 store."),
+    "inspect": (cmd_inspect, "Summarise an HDF5 store; --validate exits non-zero on any defect."),
+    "convert": (cmd_convert, "Import a Minari dataset into robolearn's HDF5 layout."),
+}
+
+
+def _register_optional_commands() -> None:
+    """Commands from later stages register here so that only built commands appear in --help."""
+    for mod in ("robolearn.commands",):
+        try:
+            m = __import__(mod, fromlist=["COMMANDS"])
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+            continue
+        COMMANDS.update(m.COMMANDS)
+
+
+def usage() -> str:
+    lines = ["usage: robolearn <command> [key=value ...]", "", "commands:"]
+    for name, (_, doc) in COMMANDS.items():
+        lines.append(f"  {name:<10} {doc}")
+    lines += ["", "`robolearn <command> --help` lists a command's fields. Example:",
+              "  robolearn record env=robolearn/Lift-v0 expert=scripted episodes=50 out=datasets/lift.hdf5"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _register_optional_commands()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    cmd = argv[0]
+    if cmd not in COMMANDS:
+        err_console.print(f"robolearn: unknown command {cmd!r}; valid commands: {list(COMMANDS)}")
+        return 2
+    from robolearn.data.store import StoreError
+
+    try:
+        return COMMANDS[cmd][0](argv[1:]) or 0
+    except (UserError, StoreError) as e:
+        err_console.print(f"robolearn {cmd}: {e}", markup=False, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print(f"robolearn {cmd}: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

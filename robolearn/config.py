@@ -1,0 +1,122 @@
+"""Typed configs for every `robolearn` command, registered in Hydra's ConfigStore.
+
+Each command's config is a dataclass; a field's help is its `metadata["help"]`. Validation runs in
+`__post_init__` (Hydra/OmegaConf calls it when the composed config becomes an object), so a wrong value
+fails before any work with a message naming the field, the value and the valid options.
+Dimensions never live here: they come from the data file or the env.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+OBS_MODES = ("state", "image", "both")
+REWARD_TYPES = ("dense", "sparse")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the field, the value and what is valid."""
+
+
+def opt(default: Any, help: str):  # noqa: A002 - mirrors argparse's word
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def choice(name: str, value, options) -> None:
+    if value not in options:
+        raise ConfigError(f"{name}={value!r} is not valid; valid options: {list(options)}")
+
+
+def positive(name: str, value, zero_ok: bool = False) -> None:
+    if value is None or (value < 0 if zero_ok else value <= 0):
+        raise ConfigError(f"{name}={value!r} must be {'>= 0' if zero_ok else '> 0'}")
+
+
+def in_range(name: str, value, lo, hi) -> None:
+    if not (lo <= value <= hi):
+        raise ConfigError(f"{name}={value!r} must be in [{lo}, {hi}]")
+
+
+def existing_file(name: str, value, hint: str = "") -> None:
+    if not value:
+        raise ConfigError(f"{name} is required (e.g. {name}=path/to/file). {hint}".strip())
+    if not Path(value).exists():
+        raise ConfigError(f"{name}={value!r}: no such file. {hint}".strip())
+
+
+def env_id(name: str, value) -> None:
+    import gymnasium as gym
+
+    import robolearn  # noqa: F401  registers robolearn/... ids
+
+    if value not in gym.registry:
+        ours = sorted(k for k in gym.registry if k.startswith("robolearn/"))
+        raise ConfigError(
+            f"{name}={value!r} is not a registered env id; valid robolearn tasks: {ours} "
+            "(Gymnasium MuJoCo ids such as HalfCheetah-v5 and Hopper-v5 work too)"
+        )
+
+
+def help_lines(cls) -> list[str]:
+    """One line per field: name=default and its help."""
+    from dataclasses import MISSING
+
+    out = []
+    for f in fields(cls):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        out.append(f"  {f.name + '=' + repr(default):<40} {f.metadata.get('help', '')}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- record
+@dataclass
+class RecordConfig:
+    env: str = opt("robolearn/Lift-v0", "task id to record in")
+    expert: str = opt("scripted", "who acts: scripted (the task's expert) | random")
+    teleop: str | None = opt(None, "record by hand with a device instead: keyboard | gamepad | spacemouse")
+    episodes: int = opt(50, "episodes to keep")
+    out: str = opt("datasets/demos.hdf5", "HDF5 store to write (appended to if it exists)")
+    seed: int = opt(0, "seed of the first episode; episode i uses seed+i")
+    noise: float = opt(0.0, "std of Gaussian noise added to the expert's actions (action units)")
+    obs_mode: str = opt("state", f"observations to store: {OBS_MODES}")
+    reward_type: str = opt("dense", f"reward stored: {REWARD_TYPES}")
+    source: str = opt("scripted", "episode source attribute: scripted | teleop | policy | dagger | intervention")
+    success_only: bool = opt(False, "keep only successful episodes")
+    overwrite: bool = opt(False, "replace the file instead of appending")
+    video: bool = opt(False, "also write an mp4 of the first episodes next to out")
+    video_episodes: int = opt(3, "how many episodes the video shows")
+
+    def __post_init__(self):
+        from robolearn.data.store import SOURCES
+
+        env_id("env", self.env)
+        choice("expert", self.expert, ("scripted", "random"))
+        if self.teleop is not None:
+            choice("teleop", self.teleop, ("keyboard", "gamepad", "spacemouse"))
+        positive("episodes", self.episodes)
+        positive("noise", self.noise, zero_ok=True)
+        choice("obs_mode", self.obs_mode, OBS_MODES)
+        choice("reward_type", self.reward_type, REWARD_TYPES)
+        choice("source", self.source, SOURCES)
+        positive("video_episodes", self.video_episodes)
+        if not self.out:
+            raise ConfigError("out is required (e.g. out=datasets/lift.hdf5)")
+
+
+def register_configs() -> None:
+    """Put every command's schema into Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for name, cls in COMMAND_CONFIGS.items():
+        cs.store(name=name, node=cls)
+    for reg in _EXTRA_REGISTRARS:
+        reg(cs)
+
+
+COMMAND_CONFIGS: dict[str, type] = {"record": RecordConfig}
+_EXTRA_REGISTRARS: list = []

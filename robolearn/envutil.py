@@ -1,0 +1,66 @@
+"""Making environments by id, uniformly: our tasks (dict observations) and Gymnasium's (Box observations).
+
+Every env robolearn hands out has a Dict observation space: Box-observation envs such as `HalfCheetah-v5`
+are wrapped so that their observation is `{"state": obs}`. That keeps one data format and one policy API.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class DictObs(gym.ObservationWrapper):
+    """Box observation -> {"state": obs} (float32)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        box = env.observation_space
+        self.observation_space = spaces.Dict(
+            {"state": spaces.Box(box.low.astype(np.float32), box.high.astype(np.float32), box.shape, np.float32)}
+        )
+
+    def observation(self, obs):
+        return {"state": np.asarray(obs, np.float32)}
+
+
+def is_robolearn_task(env_id: str) -> bool:
+    return env_id.startswith("robolearn/")
+
+
+def make_env(env_id: str, render_mode: str | None = None, max_episode_steps: int | None = None, **kwargs) -> gym.Env:
+    """gym.make with clear errors, Dict observations for every env, and our kwargs only where they apply."""
+    import robolearn  # noqa: F401  registers robolearn/... ids
+
+    if env_id not in gym.registry:
+        ours = sorted(k for k in gym.registry if k.startswith("robolearn/"))
+        raise ValueError(
+            f"env={env_id!r} is not a registered Gymnasium id. Valid robolearn tasks: {ours}; "
+            "Gymnasium's MuJoCo ids (HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5) work too"
+        )
+    if not is_robolearn_task(env_id):
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("obs_mode", "reward_type")}
+    env = gym.make(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps, **kwargs)
+    if not isinstance(env.observation_space, spaces.Dict):
+        env = DictObs(env)
+    return env
+
+
+def get_state(env: gym.Env) -> np.ndarray:
+    """The full simulator state of the env (for the store's `states`)."""
+    u = env.unwrapped
+    if hasattr(u, "get_state"):
+        return np.asarray(u.get_state(), np.float64)
+    if hasattr(u, "data"):  # Gymnasium MujocoEnv
+        return np.concatenate([u.data.qpos, u.data.qvel]).astype(np.float64)
+    return np.zeros(0)
+
+
+def env_dt(env: gym.Env) -> float:
+    return float(getattr(env.unwrapped, "dt", 0.0) or 0.0)
+
+
+def max_steps(env: gym.Env) -> int | None:
+    spec = env.spec
+    return spec.max_episode_steps if spec is not None else None

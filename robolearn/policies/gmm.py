@@ -1,0 +1,93 @@
+"""Mixture of K diagonal Gaussians over the flattened chunk (Tp*Da), trained by NLL (robomimic's GMM head)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from robolearn.policies.base import ActionHead
+from robolearn.policies.encoders import mlp
+
+
+@dataclass
+class GMMConfig:
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden sizes of the trunk MLP."""
+    num_modes: int = 5
+    """K, the number of mixture components."""
+    min_std: float = 0.01
+    """Floor on each component's std (normalised units) so the NLL cannot collapse to -inf."""
+    init_std: float = 0.3
+    """Initial component std (normalised units); components start at means spread uniformly over [-1, 1]."""
+    sample_mode: str = "sample"
+    """"sample" (draw component and noise, std scaled by `temperature`) or "mode" (mean of the likeliest component)."""
+    temperature: float = 1.0
+    """Scales the component std (and sharpens the mixture weights) when sampling; 0 = component means."""
+
+    def __post_init__(self):
+        if any(int(h) <= 0 for h in self.hidden):
+            raise ValueError(f"GMMConfig.hidden={self.hidden!r}: every size must be > 0")
+        if self.num_modes < 1:
+            raise ValueError(f"GMMConfig.num_modes={self.num_modes!r}: must be >= 1")
+        if self.min_std <= 0:
+            raise ValueError(f"GMMConfig.min_std={self.min_std!r}: must be > 0")
+        if self.init_std <= self.min_std:
+            raise ValueError(f"GMMConfig.init_std={self.init_std!r}: must be > min_std={self.min_std!r}")
+        if self.sample_mode not in ("sample", "mode"):
+            raise ValueError(f"GMMConfig.sample_mode={self.sample_mode!r}; valid options: 'sample', 'mode'")
+        if self.temperature < 0:
+            raise ValueError(f"GMMConfig.temperature={self.temperature!r}: must be >= 0")
+
+
+class GMMHead(ActionHead):
+    def __init__(self, cfg: GMMConfig, cond_dim: int, Tp: int, Da: int):
+        super().__init__(cfg, cond_dim, Tp, Da)
+        self.D, K = Tp * Da, cfg.num_modes
+        self.net = mlp([cond_dim, *cfg.hidden, K * (1 + 2 * self.D)])
+        # Mode collapse trap: with all means near 0 and wide stds, ONE broad component explains everything and
+        # the others starve (NLL plateau at the single-Gaussian value). Start with means spread over the
+        # normalised range and narrow stds so components specialise, EM-like, from the first step.
+        last = self.net[-1]
+        with torch.no_grad():
+            last.weight.mul_(0.1)
+            last.bias.zero_()
+            last.bias[K : K + K * self.D].uniform_(-1, 1)
+            last.bias[K + K * self.D :].fill_(math.log(math.expm1(cfg.init_std)))
+
+    def dist_params(self, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """-> logits (B, K), mean (B, K, D), std (B, K, D)."""
+        K, D = self.cfg.num_modes, self.D
+        out = self.net(cond)
+        logits, mean, raw_std = out.split([K, K * D, K * D], dim=-1)
+        std = F.softplus(raw_std).view(-1, K, D) + self.cfg.min_std
+        return logits, mean.view(-1, K, D), std
+
+    def log_prob(self, cond: Tensor, action: Tensor) -> Tensor:
+        """cond (B, C), action (B, Tp, Da) normalised -> log p(action | cond) (B,) in normalised space."""
+        logits, mean, std = self.dist_params(cond)
+        x = action.reshape(-1, 1, self.D)
+        comp = (-0.5 * ((x - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)  # (B, K)
+        return torch.logsumexp(torch.log_softmax(logits, -1) + comp, dim=-1)
+
+    def loss(self, cond: Tensor, action: Tensor) -> tuple[Tensor, dict[str, float]]:
+        # Per-dimension NLL keeps the loss scale (and lr) independent of the chunk size.
+        nll = -self.log_prob(cond, action).mean() / self.D
+        return nll, {"loss/nll_per_dim": nll.item()}
+
+    def sample(self, cond: Tensor, generator=None) -> Tensor:
+        logits, mean, std = self.dist_params(cond)
+        B = cond.shape[0]
+        T = self.cfg.temperature
+        if self.cfg.sample_mode == "mode" or T == 0:
+            k = logits.argmax(-1)
+            out = mean[torch.arange(B), k]
+        else:
+            k = torch.multinomial(torch.softmax(logits / T, -1), 1, generator=generator).squeeze(-1)
+            noise = torch.randn(B, self.D, generator=generator, device=cond.device, dtype=cond.dtype)
+            idx = torch.arange(B)
+            out = mean[idx, k] + T * std[idx, k] * noise
+        return out.view(B, self.Tp, self.Da)
