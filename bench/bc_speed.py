@@ -11,6 +11,7 @@ The LeRobot side-by-side is a separate environment: fill in ``peer_rows`` there 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -126,16 +127,17 @@ def main() -> None:
         print(f"done {name}", flush=True)
     rows += peer_rows(args.runs)
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"\nCPU threads={args.threads}, batch {BATCH}, obs 20, To=2, Tp=16, Da=5, median of {args.runs} runs"
+        f"\nCPU threads={args.threads}, load avg {load:.2f}, batch {BATCH}, obs 20, To=2, Tp=16, Da=5, median of {args.runs} runs"
     )
     print(
-        f"| {'policy':<30} | {'params':>8} | {'train samples/s':>15} | {'act p50 ms':>10} | {'act p90 ms':>10} |"
+        f"| {'policy':<34} | {'params':>8} | {'train samples/s':>15} | {'act p50 ms':>10} | {'act p90 ms':>10} |"
     )
-    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 17}|{'-' * 12}|{'-' * 12}|")
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 17}|{'-' * 12}|{'-' * 12}|")
     for r in rows:
         print(
-            f"| {r['policy']:<30} | {r['params'] / 1e6:>7.2f}M | {r['train_sps']:>15.0f} | "
+            f"| {r['policy']:<34} | {r['params'] / 1e6:>7.2f}M | {r['train_sps']:>15.0f} | "
             f"{r['act_p50_ms']:>10.2f} | {r['act_p90_ms']:>10.2f} |"
         )
 

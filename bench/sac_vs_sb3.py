@@ -42,14 +42,22 @@ class TimedEnv(gym.Wrapper):
         return out
 
 
-def run_ours(env_id: str, steps: int, learning_starts: int, seed: int, eval_episodes: int,
-             bf16: bool = False) -> dict:
+def run_ours(
+    env_id: str, steps: int, learning_starts: int, seed: int, eval_episodes: int, bf16: bool = False
+) -> dict:
     cfg = SACConfig(learning_starts=learning_starts, bf16=bf16)
     out = train_sac(env_id, cfg, total_steps=steps, seed=seed)
     t0 = time.perf_counter()
     ret = evaluate(gym.make(env_id), out["agent"].actor, eval_episodes, seed=10_000 + seed)
-    return {"sps": out["sps_learning"], "return": ret, "total": out["time/total"], "env": out["time/env"],
-            "update": out["time/update"], "other": out["time/other"], "eval_s": time.perf_counter() - t0}
+    return {
+        "sps": out["sps_learning"],
+        "return": ret,
+        "total": out["time/total"],
+        "env": out["time/env"],
+        "update": out["time/update"],
+        "other": out["time/other"],
+        "eval_s": time.perf_counter() - t0,
+    }
 
 
 def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, eval_episodes: int) -> dict:
@@ -73,10 +81,24 @@ def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, eval_episo
             return True
 
     env = TimedEnv(gym.make(env_id))
-    model = Timed("MlpPolicy", env, learning_rate=3e-4, buffer_size=min(1_000_000, steps),
-                  learning_starts=learning_starts, batch_size=256, tau=0.005, gamma=0.99, train_freq=1,
-                  gradient_steps=1, ent_coef="auto", target_entropy="auto",
-                  policy_kwargs=dict(net_arch=[256, 256]), seed=seed, device="cpu", verbose=0)
+    model = Timed(
+        "MlpPolicy",
+        env,
+        learning_rate=3e-4,
+        buffer_size=min(1_000_000, steps),
+        learning_starts=learning_starts,
+        batch_size=256,
+        tau=0.005,
+        gamma=0.99,
+        train_freq=1,
+        gradient_steps=1,
+        ent_coef="auto",
+        target_entropy="auto",
+        policy_kwargs=dict(net_arch=[256, 256]),
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
     clock = LearnClock()
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps, callback=clock)
@@ -92,9 +114,15 @@ def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, eval_episo
 
     t1 = time.perf_counter()
     ret = evaluate(gym.make(env_id), Policy(), eval_episodes, seed=10_000 + seed)
-    return {"sps": (steps - learning_starts) / (t_end - clock.t_learn), "return": ret, "total": total,
-            "env": env.step_time, "update": model.update_time,
-            "other": total - env.step_time - model.update_time, "eval_s": time.perf_counter() - t1}
+    return {
+        "sps": (steps - learning_starts) / (t_end - clock.t_learn),
+        "return": ret,
+        "total": total,
+        "env": env.step_time,
+        "update": model.update_time,
+        "other": total - env.step_time - model.update_time,
+        "eval_s": time.perf_counter() - t1,
+    }
 
 
 def main():
@@ -105,8 +133,11 @@ def main():
     ap.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5", help="comma-separated gymnasium ids")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (both implementations)")
     ap.add_argument("--eval-episodes", type=int, default=5)
-    ap.add_argument("--impls", default="ours,sb3",
-                    help="comma-separated subset of ours, ours-bf16 (bf16 matmuls, opt-in), sb3")
+    ap.add_argument(
+        "--impls",
+        default="ours,sb3",
+        help="comma-separated subset of ours, ours-bf16 (bf16 matmuls, opt-in), sb3",
+    )
     ap.add_argument("--json", default=None, help="also write all per-run results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,12 +150,17 @@ def main():
             for name, fn in impls.items():
                 r = fn(env_id, args.steps, args.learning_starts, seed, args.eval_episodes)
                 results.setdefault(env_id, {}).setdefault(name, []).append(r)
-                print(f"{env_id} seed {seed} {name:9s}: {r['sps']:7.1f} steps/s  return {r['return']:8.1f}  "
-                      f"(env {r['env']:.1f}s, update {r['update']:.1f}s, other {r['other']:.1f}s)", flush=True)
+                print(
+                    f"{env_id} seed {seed} {name:9s}: {r['sps']:7.1f} steps/s  return {r['return']:8.1f}  "
+                    f"(env {r['env']:.1f}s, update {r['update']:.1f}s, other {r['other']:.1f}s)",
+                    flush=True,
+                )
 
     med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
-    print(f"\n## SAC: robolearn vs SB3 — {args.steps} steps, learning_starts {args.learning_starts}, "
-          f"{args.seeds} seed(s), {args.threads} torch thread(s); medians over seeds\n")
+    print(
+        f"\n## SAC: robolearn vs SB3 — {args.steps} steps, learning_starts {args.learning_starts}, "
+        f"{args.seeds} seed(s), {args.threads} torch thread(s); medians over seeds\n"
+    )
     print("| env | impl | steps/s | SB3 steps/s | speed ratio | return | SB3 return | return ratio |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     nan = float("nan")
@@ -135,16 +171,20 @@ def main():
             if name == "sb3":
                 continue
             so, ro = med(o, "sps"), med(o, "return")
-            print(f"| {env_id} | {name} | {so:.1f} | {ss:.1f} | {so / ss:.2f}x | {ro:.1f} | {rs:.1f} | "
-                  f"{ro / rs if rs else nan:.2f} |")
+            print(
+                f"| {env_id} | {name} | {so:.1f} | {ss:.1f} | {so / ss:.2f}x | {ro:.1f} | {rs:.1f} | "
+                f"{ro / rs if rs else nan:.2f} |"
+            )
     print("\nTime per env step over the whole run (ms; % of the run):\n")
     print("| env | impl | env.step | update | other | total |")
     print("|---|---|---:|---:|---:|---:|")
     for env_id, by in results.items():
         for name, rs in by.items():
             tot = med(rs, "total")
-            cells = [f"{1e3 * med(rs, k) / args.steps:.2f} ({100 * med(rs, k) / tot:.0f}%)"
-                     for k in ("env", "update", "other")]
+            cells = [
+                f"{1e3 * med(rs, k) / args.steps:.2f} ({100 * med(rs, k) / tot:.0f}%)"
+                for k in ("env", "update", "other")
+            ]
             print(f"| {env_id} | {name} | {' | '.join(cells)} | {1e3 * tot / args.steps:.2f} |")
     if args.json:
         with open(args.json, "w") as f:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from robolearn.algos.replay import Linear, MixedSampler, ReplayBuffer, mix
+from robolearn.algos.replay import LinearSchedule, MixedSampler, ReplayBuffer, mix
 from robolearn.algos.sac import SAC, GaussianActor, ResidualActor, SACConfig, td_target, train_sac
 
 OBS, ACT = 5, 2
@@ -21,8 +21,13 @@ def filled_buffer(n=200, reward=0.0, seed=0, **kw) -> ReplayBuffer:
     rng = np.random.default_rng(seed)
     buf = ReplayBuffer(OBS, ACT, capacity=n, **kw)
     for t in range(n):
-        buf.add(rng.normal(size=OBS), rng.uniform(-1, 1, ACT), reward + rng.normal(), rng.normal(size=OBS),
-                terminated=t % 50 == 49)
+        buf.add(
+            rng.normal(size=OBS),
+            rng.uniform(-1, 1, ACT),
+            reward + rng.normal(),
+            rng.normal(size=OBS),
+            terminated=t % 50 == 49,
+        )
     return buf
 
 
@@ -41,8 +46,17 @@ class StubActor(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- config
 @pytest.mark.parametrize(
-    "field,value", [("gamma", 1.5), ("gamma", 0.0), ("tau", 0.0), ("batch_size", 0), ("utd", 0),
-                    ("critic_subset", 3), ("n_step", 0), ("actor_q", "max")]
+    "field,value",
+    [
+        ("gamma", 1.5),
+        ("gamma", 0.0),
+        ("tau", 0.0),
+        ("batch_size", 0),
+        ("utd", 0),
+        ("critic_subset", 3),
+        ("n_step", 0),
+        ("actor_q", "max"),
+    ],
 )
 def test_config_validation_names_field_and_value(field, value):
     with pytest.raises(ValueError, match=rf"SACConfig\.{field}={value!r}.*must be"):
@@ -59,16 +73,22 @@ def test_mixed_sampler_default_is_symmetric():
 
 def test_mixed_sampler_schedule_changes_ratio():
     demo, online = filled_buffer(reward=100.0), filled_buffer(reward=-100.0, seed=1)
-    sampler, rng = MixedSampler(demo, online, demo_ratio=Linear(0.5, 0.1, steps=100)), np.random.default_rng(0)
+    sampler, rng = (
+        MixedSampler(demo, online, demo_ratio=LinearSchedule(0.5, 0.1, steps=100)),
+        np.random.default_rng(0),
+    )
     n_demo = {s: int(sampler.sample(200, rng, step=s)["is_demo"].sum()) for s in (0, 50, 100, 1000)}
     assert n_demo == {0: 100, 50: 60, 100: 20, 1000: 20}
     # without an explicit step, the sampler counts its own calls
-    sampler = MixedSampler(demo, online, demo_ratio=Linear(1.0, 0.0, steps=2))
+    sampler = MixedSampler(demo, online, demo_ratio=LinearSchedule(1.0, 0.0, steps=2))
     assert [int(sampler.sample(10, rng)["is_demo"].sum()) for _ in range(3)] == [10, 5, 0]
 
 
 def test_mix_adds_is_demo():
-    a, b = filled_buffer().sample(3, np.random.default_rng(0)), filled_buffer().sample(5, np.random.default_rng(1))
+    a, b = (
+        filled_buffer().sample(3, np.random.default_rng(0)),
+        filled_buffer().sample(5, np.random.default_rng(1)),
+    )
     out = mix(a, b)
     assert out["obs"].shape == (8, OBS) and out["is_demo"].tolist() == [True] * 3 + [False] * 5
 
@@ -83,8 +103,16 @@ def test_n_step_returns_by_hand():
     for t, r in enumerate(rewards):
         buf.add([t], [0.0], r, [t + 1], bool(term[t]), bool(trunc[t]))
     b = buf.get(np.arange(8))
-    exp_reward = [1 + g * 2 + g * g * 4, 2 + g * 4 + g * g * 8, 4 + g * 8, 8, 16 + g * 32, 32,
-                  64 + g * 128, 128]  # windows stop after an episode end and at the newest transition
+    exp_reward = [
+        1 + g * 2 + g * g * 4,
+        2 + g * 4 + g * g * 8,
+        4 + g * 8,
+        8,
+        16 + g * 32,
+        32,
+        64 + g * 128,
+        128,
+    ]  # windows stop after an episode end and at the newest transition
     exp_steps = [3, 3, 2, 1, 2, 1, 2, 1]
     exp_next = [3, 4, 4, 4, 6, 6, 8, 8]
     exp_term = [0, 1, 1, 1, 0, 0, 0, 0]
@@ -114,12 +142,24 @@ def test_buffer_state_dict_round_trip_weights_only(tmp_path):
 def test_td_target_by_hand():
     # two critics' Q'(s', a') for B = 3; gamma 0.9; the third row is a 2-step return (discount 0.81)
     q_next = torch.tensor([[5.0, 3.0, 1.0], [4.0, 6.0, 2.0]]).min(0).values  # [4, 3, 1]
-    y = td_target(reward=torch.tensor([1.0, 2.0, 1.5]), discount=torch.tensor([0.9, 0.9, 0.81]),
-                  terminated=torch.tensor([0.0, 1.0, 0.0]), q_next=q_next,
-                  next_logp=torch.tensor([-1.0, 0.5, 2.0]), alpha=0.2)
+    y = td_target(
+        reward=torch.tensor([1.0, 2.0, 1.5]),
+        discount=torch.tensor([0.9, 0.9, 0.81]),
+        terminated=torch.tensor([0.0, 1.0, 0.0]),
+        q_next=q_next,
+        next_logp=torch.tensor([-1.0, 0.5, 2.0]),
+        alpha=0.2,
+    )
     torch.testing.assert_close(y, torch.tensor([1 + 0.9 * (4 + 0.2), 2.0, 1.5 + 0.81 * (1 - 0.4)]))
-    y = td_target(torch.tensor([1.0]), torch.tensor([0.9]), torch.tensor([0.0]), torch.tensor([4.0]),
-                  torch.tensor([-1.0]), 0.2, backup_entropy=False)
+    y = td_target(
+        torch.tensor([1.0]),
+        torch.tensor([0.9]),
+        torch.tensor([0.0]),
+        torch.tensor([4.0]),
+        torch.tensor([-1.0]),
+        0.2,
+        backup_entropy=False,
+    )
     torch.testing.assert_close(y, torch.tensor([1 + 0.9 * 4.0]))
 
 
@@ -137,8 +177,17 @@ def test_update_critic_loss_matches_hand_target():
     expected = sum(((q[j] - y) ** 2).mean() for j in range(2))
     info = agent.update(batch)
     assert info["losses/critic"] == pytest.approx(expected, rel=1e-5)
-    assert set(info) >= {"losses/critic", "losses/actor", "losses/alpha", "alpha", "q/mean", "q/max", "q/min",
-                         "grad_norm/critic", "grad_norm/actor"}
+    assert set(info) >= {
+        "losses/critic",
+        "losses/actor",
+        "losses/alpha",
+        "alpha",
+        "q/mean",
+        "q/max",
+        "q/min",
+        "grad_norm/critic",
+        "grad_norm/actor",
+    }
 
 
 def test_target_min_over_random_pair_of_ensemble():
@@ -202,7 +251,9 @@ def test_critic_warmup_freezes_actor_and_utd_schedules_actor():
         agent.update(buf.sample(16, rng))
     assert all(torch.equal(a, b) for a, b in zip(init, agent.actor.parameters())) and agent.actor_steps == 0
     agent.update(buf.sample(16, rng))
-    assert not all(torch.equal(a, b) for a, b in zip(init, agent.actor.parameters())) and agent.actor_steps == 1
+    assert (
+        not all(torch.equal(a, b) for a, b in zip(init, agent.actor.parameters())) and agent.actor_steps == 1
+    )
     agent = SAC(GaussianActor(OBS, ACT, (32, 32)), OBS, ACT, SACConfig(utd=4, **SMALL))
     for _ in range(8):
         agent.update(buf.sample(16, rng))
@@ -231,8 +282,10 @@ def test_state_dict_round_trip_is_bit_exact(tmp_path):
     rng = np.random.default_rng(0)
     for _ in range(5):
         agent.update(buf.sample(16, rng))
-    torch.save({"agent": agent.state_dict(), "buffer": buf.state_dict(), "rng": rng.bit_generator.state},
-               tmp_path / "ckpt.pt")
+    torch.save(
+        {"agent": agent.state_dict(), "buffer": buf.state_dict(), "rng": rng.bit_generator.state},
+        tmp_path / "ckpt.pt",
+    )
 
     def cont(agent, buf, rng):
         torch.manual_seed(123)
@@ -267,11 +320,17 @@ def test_gaussian_actor_log_prob_matches_torch_distributions():
     mu, log_std = actor.head(actor.trunk(obs)).chunk(2, -1)
     dist = torch.distributions.TransformedDistribution(
         torch.distributions.Normal(mu, log_std.clamp(-20, 2).exp()),
-        torch.distributions.TanhTransform(cache_size=1))
+        torch.distributions.TanhTransform(cache_size=1),
+    )
     a64 = a.double().clamp(-1 + 1e-6, 1 - 1e-6)
-    ref = torch.distributions.TransformedDistribution(
-        torch.distributions.Normal(mu.double(), log_std.clamp(-20, 2).exp().double()),
-        torch.distributions.TanhTransform()).log_prob(a64).sum(-1)
+    ref = (
+        torch.distributions.TransformedDistribution(
+            torch.distributions.Normal(mu.double(), log_std.clamp(-20, 2).exp().double()),
+            torch.distributions.TanhTransform(),
+        )
+        .log_prob(a64)
+        .sum(-1)
+    )
     torch.testing.assert_close(logp.double(), ref, atol=2e-3, rtol=1e-3)
     assert dist.sample().shape == a.shape and (a.abs() <= 1).all() and torch.equal(mean, torch.tanh(mu))
     assert logp.requires_grad and a.requires_grad
@@ -297,8 +356,9 @@ def test_residual_actor_zero_residual_reproduces_base():
 # ---------------------------------------------------------------------------------------------- training
 def test_train_sac_smoke_logs(tmp_path):
     cfg = SACConfig(learning_starts=100, hidden=(32, 32), batch_size=32)
-    out = train_sac("Pendulum-v1", cfg, total_steps=400, seed=0, log_dir=str(tmp_path), eval_every=400,
-                    eval_episodes=1)
+    out = train_sac(
+        "Pendulum-v1", cfg, total_steps=400, seed=0, log_dir=str(tmp_path), eval_every=400, eval_episodes=1
+    )
     assert len(out["episodic_returns"]) == 2 and math.isfinite(out["final_eval"])
     assert out["time/env"] > 0 and out["time/update"] > 0 and out["agent"].step == 301
     assert list(tmp_path.glob("events.out.tfevents.*"))
@@ -306,8 +366,9 @@ def test_train_sac_smoke_logs(tmp_path):
 
 @pytest.mark.slow
 def test_sac_learns_pendulum():
-    cfg = SACConfig(learning_starts=1000, hidden=(64, 64), batch_size=128, actor_lr=1e-3, critic_lr=1e-3,
-                    alpha_lr=1e-3)
+    cfg = SACConfig(
+        learning_starts=1000, hidden=(64, 64), batch_size=128, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3
+    )
     out = train_sac("Pendulum-v1", cfg, total_steps=6000, seed=0, eval_every=1000, eval_episodes=3, threads=1)
     first, last = out["evals"][0][1], out["final_eval"]
     assert last > first + 300 and last > -600, out["evals"]

@@ -169,13 +169,17 @@ def test_writer_refuses_bad_episodes(tmp_path):
 # ---------------------------------------------------------------------------------- crash safety
 WRITER = r"""
 import sys, numpy as np
-sys.path.insert(0, sys.argv[2])
-from conftest import make_episode
-from robolearn.data.store import EpisodeWriter
+from robolearn.data.store import Episode, EpisodeWriter
 w = EpisodeWriter(sys.argv[1], "robolearn/Test-v0")
 i = 0
 while True:
-    w.append(make_episode(T=50 + i % 7, seed=i, image=True)); i += 1
+    T = 50 + i % 7
+    rng = np.random.default_rng(i)
+    o = {"pos": rng.normal(size=(T, 4)).astype(np.float32),
+         "image_front": rng.integers(0, 255, size=(T, 16, 16, 3), dtype=np.uint8)}
+    w.append(Episode(obs=o, next_obs=o, actions=rng.uniform(-1, 1, (T, 3)).astype(np.float32),
+                     rewards=np.zeros(T, np.float32), dones=np.zeros(T, np.uint8), seed=i))
+    i += 1
     print(i, flush=True)
 """
 
@@ -183,11 +187,10 @@ while True:
 def test_kill_at_random_instants_loses_at_most_one_episode(tmp_path):
     """SIGKILL/SIGTERM/SIGINT a writing subprocess at 50 random instants; the store stays valid."""
     rng = random.Random(0)
-    here = os.path.dirname(__file__)
     path = tmp_path / "k.hdf5"
     total_kept = 0
     for trial in range(50):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), here], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
         # wait for the interpreter to get going, then kill at a random instant within a few appends
         first = proc.stdout.readline()
         assert first, "writer failed to start"

@@ -150,7 +150,9 @@ class ReplayBuffer:
     def load_state_dict(self, state: Mapping) -> None:
         for key in ("capacity", "n_step"):
             if int(state[key]) != getattr(self, key):
-                raise ValueError(f"ReplayBuffer.load_state_dict: {key}={state[key]} != this buffer's {getattr(self, key)}")
+                raise ValueError(
+                    f"ReplayBuffer.load_state_dict: {key}={state[key]} != this buffer's {getattr(self, key)}"
+                )
         n = int(state["size"])
         for key in ("obs", "next_obs", "action", "reward", "terminated", "truncated"):
             value = state[key]
@@ -164,12 +166,14 @@ def mix(demo_batch: Batch, online_batch: Batch) -> Batch:
     keys = demo_batch.keys() & online_batch.keys()
     out = {k: torch.cat([demo_batch[k], online_batch[k]]) for k in keys if k != "is_demo"}
     n_demo, n_online = len(demo_batch["obs"]), len(online_batch["obs"])
-    out["is_demo"] = torch.cat([torch.ones(n_demo, dtype=torch.bool), torch.zeros(n_online, dtype=torch.bool)])
+    out["is_demo"] = torch.cat(
+        [torch.ones(n_demo, dtype=torch.bool), torch.zeros(n_online, dtype=torch.bool)]
+    )
     return out
 
 
 @dataclass(frozen=True)
-class Constant:
+class ConstantSchedule:
     """A constant demo ratio."""
 
     value: float
@@ -179,7 +183,7 @@ class Constant:
 
 
 @dataclass(frozen=True)
-class Linear:
+class LinearSchedule:
     """Linear from `start` to `end` over `steps` sampler steps, then `end`."""
 
     start: float
@@ -188,7 +192,7 @@ class Linear:
 
     def __post_init__(self):
         if self.steps <= 0:
-            raise ValueError(f"Linear schedule: steps={self.steps} must be > 0")
+            raise ValueError(f"LinearSchedule: steps={self.steps} must be > 0")
 
     def __call__(self, step: int) -> float:
         frac = min(max(step, 0) / self.steps, 1.0)
@@ -198,14 +202,20 @@ class Linear:
 class MixedSampler:
     """Batches with a fraction `demo_ratio(step)` of demo rows (rounded), the rest online; adds `is_demo`.
 
-    demo_ratio: a float (constant) or a callable step -> ratio in [0, 1] (e.g. `Linear(0.5, 0.1, 50_000)`).
+    demo_ratio: a float (constant) or a callable step -> ratio in [0, 1] (e.g. `LinearSchedule(0.5, 0.1, 50_000)`).
     The default 0.5 is RLPD's symmetric sampling. `step` defaults to the number of `sample` calls so far.
     """
 
-    def __init__(self, demo_buffer: ReplayBuffer, online_buffer: ReplayBuffer,
-                 demo_ratio: float | Callable[[int], float] = 0.5):
+    def __init__(
+        self,
+        demo_buffer: ReplayBuffer,
+        online_buffer: ReplayBuffer,
+        demo_ratio: float | Callable[[int], float] = 0.5,
+    ):
         self.demo, self.online = demo_buffer, online_buffer
-        self.demo_ratio = Constant(float(demo_ratio)) if isinstance(demo_ratio, (int, float)) else demo_ratio
+        self.demo_ratio = (
+            ConstantSchedule(float(demo_ratio)) if isinstance(demo_ratio, (int, float)) else demo_ratio
+        )
         self.calls = 0
 
     def ratio(self, step: int | None = None) -> float:

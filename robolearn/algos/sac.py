@@ -109,7 +109,9 @@ class SACConfig:
         check("batch_size", self.batch_size > 0, "> 0")
         check("hidden", len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "non-empty, widths > 0")
         check("n_critics", self.n_critics >= 1, ">= 1")
-        check("critic_subset", 1 <= self.critic_subset <= self.n_critics, f"in [1, n_critics={self.n_critics}]")
+        check(
+            "critic_subset", 1 <= self.critic_subset <= self.n_critics, f"in [1, n_critics={self.n_critics}]"
+        )
         check("actor_q", self.actor_q in ("min", "mean"), '"min" or "mean"')
         check("n_step", self.n_step >= 1, ">= 1")
         check("utd", self.utd >= 1, ">= 1")
@@ -148,11 +150,12 @@ class Linear(nn.Linear):
 
 
 def mlp(sizes: list[int], act=nn.ReLU, bf16: bool = False) -> nn.Sequential:
+    """Linear/act stack without a final activation (act must take `inplace`)."""
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(Linear(sizes[i], sizes[i + 1], bf16))
         if i < len(sizes) - 2:
-            layers.append(act())
+            layers.append(act(inplace=True))
     return nn.Sequential(*layers)
 
 
@@ -178,11 +181,18 @@ def tanh_gaussian(mu: Tensor, log_std: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 class GaussianActor(nn.Module):
     """Tanh-squashed diagonal Gaussian MLP: obs -> (action, log_prob, mean_action), actions in [-1, 1]."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256),
-                 log_std_min: float = -20.0, log_std_max: float = 2.0, bf16: bool = False):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: tuple[int, ...] = (256, 256),
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+        bf16: bool = False,
+    ):
         super().__init__()
         self.trunk = mlp([obs_dim, *hidden], nn.ReLU, bf16)  # bf16: trunk only, the mean/log_std head is fp32
-        self.trunk.append(nn.ReLU())
+        self.trunk.append(nn.ReLU(inplace=True))
         self.head = nn.Linear(hidden[-1], 2 * act_dim)  # mean and log_std in one matmul
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
@@ -211,16 +221,24 @@ class ResidualActor(nn.Module):
     The last layer starts at zero, so at initialisation mean_action == base(obs) exactly.
     """
 
-    def __init__(self, base: Callable[[Tensor], Tensor], obs_dim: int, act_dim: int, scale: float = 0.1,
-                 hidden: tuple[int, ...] = (256, 256), log_std_min: float = -20.0, log_std_max: float = 2.0,
-                 init_log_std: float = -1.0):
+    def __init__(
+        self,
+        base: Callable[[Tensor], Tensor],
+        obs_dim: int,
+        act_dim: int,
+        scale: float = 0.1,
+        hidden: tuple[int, ...] = (256, 256),
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+        init_log_std: float = -1.0,
+    ):
         super().__init__()
         if scale <= 0:
             raise ValueError(f"ResidualActor: scale={scale} must be > 0")
         self.__dict__["base"] = base  # bypass nn.Module.__setattr__: keep the base out of parameters()
         self.scale = scale
         self.trunk = mlp([obs_dim + act_dim, *hidden])
-        self.trunk.append(nn.ReLU())
+        self.trunk.append(nn.ReLU(inplace=True))
         self.head = nn.Linear(hidden[-1], 2 * act_dim)
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
@@ -275,8 +293,15 @@ class EnsembleLayerNorm(nn.Module):
 class CriticEnsemble(nn.Module):
     """N Q-networks Q_j(s, a), j < N, evaluated together: (obs (B, obs_dim), action (B, Da)) -> (N, B)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], n: int, layer_norm: bool = False,
-                 bf16: bool = False):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: tuple[int, ...],
+        n: int,
+        layer_norm: bool = False,
+        bf16: bool = False,
+    ):
         super().__init__()
         self.n = n
         sizes = [obs_dim + act_dim, *hidden]
@@ -292,13 +317,20 @@ class CriticEnsemble(nn.Module):
             x = layer(x)
             if self.norms is not None:
                 x = self.norms[i](x)
-            x = F.relu(x)
+            x = F.relu_(x)  # in place: the matmul's backward doesn't need its output; one less 512 KB pass
         return self.out(x).squeeze(-1)
 
 
 # ---------------------------------------------------------------------------------------------- SAC
-def td_target(reward: Tensor, discount: Tensor, terminated: Tensor, q_next: Tensor, next_logp: Tensor,
-              alpha: Tensor | float, backup_entropy: bool = True) -> Tensor:
+def td_target(
+    reward: Tensor,
+    discount: Tensor,
+    terminated: Tensor,
+    q_next: Tensor,
+    next_logp: Tensor,
+    alpha: Tensor | float,
+    backup_entropy: bool = True,
+) -> Tensor:
     """Soft TD target, all (B,): y = r + discount (1 - terminated) (Q'(s', a') - alpha log pi(a'|s')).
 
     `reward` is the (n-step) discounted reward sum and `discount` = gamma^k for the k steps it covers.
@@ -334,7 +366,9 @@ class SAC:
         self.actor_steps = 0
         self.generator = torch.Generator().manual_seed(0)  # critic-subset draws (only used when N > subset)
         self._actor_info: dict[str, float] = {
-            "losses/actor": float("nan"), "losses/alpha": float("nan"), "grad_norm/actor": float("nan")
+            "losses/actor": float("nan"),
+            "losses/alpha": float("nan"),
+            "grad_norm/actor": float("nan"),
         }
 
     @property
@@ -475,9 +509,18 @@ def evaluate(env, actor, episodes: int, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def train_sac(env_id: str, cfg: SACConfig | None = None, total_steps: int = 100_000, seed: int = 0,
-              log_dir: str | None = None, eval_every: int = 0, actor: nn.Module | None = None,
-              eval_episodes: int = 5, threads: int | None = None, log_every: int = 1000) -> dict:
+def train_sac(
+    env_id: str,
+    cfg: SACConfig | None = None,
+    total_steps: int = 100_000,
+    seed: int = 0,
+    log_dir: str | None = None,
+    eval_every: int = 0,
+    actor: nn.Module | None = None,
+    eval_episodes: int = 5,
+    threads: int | None = None,
+    log_every: int = 1000,
+) -> dict:
     """CleanRL-style SAC from scratch on a gymnasium env with flat Box observations and actions.
 
     Returns stats: episodic_returns [(step, return)], evals [(step, mean return)], final_eval (when
@@ -557,14 +600,22 @@ def train_sac(env_id: str, cfg: SACConfig | None = None, total_steps: int = 100_
 
     total = time.perf_counter() - t_start
     learn_steps = total_steps - cfg.learning_starts
-    stats.update({
-        "final_eval": stats["evals"][-1][1] if stats["evals"] else float("nan"),
-        "sps": total_steps / total,
-        "sps_learning": learn_steps / (time.perf_counter() - t_learn) if t_learn and learn_steps > 0 else float("nan"),
-        "time/total": total, "time/env": t_env, "time/update": t_update,
-        "time/other": total - t_env - t_update,
-        "last_update": info, "agent": agent, "buffer": buffer,
-    })
+    stats.update(
+        {
+            "final_eval": stats["evals"][-1][1] if stats["evals"] else float("nan"),
+            "sps": total_steps / total,
+            "sps_learning": learn_steps / (time.perf_counter() - t_learn)
+            if t_learn and learn_steps > 0
+            else float("nan"),
+            "time/total": total,
+            "time/env": t_env,
+            "time/update": t_update,
+            "time/other": total - t_env - t_update,
+            "last_update": info,
+            "agent": agent,
+            "buffer": buffer,
+        }
+    )
     if writer:
         writer.close()
     env.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,17 +41,17 @@ class PolicyConfig:
         heads = _heads()
         if self.head not in heads:
             raise ValueError(f"PolicyConfig.head={self.head!r}; valid options: {sorted(heads)}")
-        if isinstance(self.encoder, dict):
+        if isinstance(self.encoder, Mapping):
             self.encoder = _from_dict(EncoderConfig, self.encoder, "PolicyConfig.encoder")
         cfg_cls = heads[self.head][0]
         if self.head_cfg is None:
             self.head_cfg = cfg_cls()
         elif (
-            isinstance(self.head_cfg, dict)
+            isinstance(self.head_cfg, Mapping)
             or dataclasses.is_dataclass(self.head_cfg)
             and not isinstance(self.head_cfg, cfg_cls)
         ):
-            d = self.head_cfg if isinstance(self.head_cfg, dict) else dataclasses.asdict(self.head_cfg)
+            d = self.head_cfg if isinstance(self.head_cfg, Mapping) else dataclasses.asdict(self.head_cfg)
             self.head_cfg = _from_dict(cfg_cls, d, "PolicyConfig.head_cfg")
         if not isinstance(self.head_cfg, cfg_cls):
             raise TypeError(
@@ -64,7 +65,18 @@ class PolicyConfig:
         return _from_dict(cls, d, "PolicyConfig")
 
 
-def _from_dict(cls, d: dict, where: str):
+def _plain(v):
+    """Mappings/sequences (e.g. OmegaConf DictConfig/ListConfig from Hydra) -> dict/list, so configs stay
+    JSON-serialisable."""
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, Sequence) and not isinstance(v, str):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _from_dict(cls, d: Mapping, where: str):
+    d = _plain(d)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
