@@ -143,29 +143,53 @@ def _summary_table(title: str, summary: dict) -> None:
     console.print(t)
 
 
-# name -> (function, one-line help, config class or None)
-COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+# name -> (function or "module:function", one-line help). A command whose module is not there (a stage
+# not built yet) is left out of --help instead of showing a stub.
+COMMANDS: dict[str, tuple[Callable[[list[str]], int] | str, str]] = {
     "record": (cmd_record, "Record episodes (scripted expert or teleop) into an HDF5 store."),
     "inspect": (cmd_inspect, "Summarise an HDF5 store; --validate exits non-zero on any defect."),
     "convert": (cmd_convert, "Import a Minari dataset into robolearn's HDF5 layout."),
+    "train": ("robolearn.algos.bc:cmd_train", "Train a behaviour-cloning policy (mse|gmm|tokenized|diffusion|flow)."),
+    "eval": ("robolearn.eval.commands:cmd_eval", "Evaluate a checkpoint (or scripted/random) on fixed seeds."),
+    "plot": ("robolearn.eval.commands:cmd_plot", "Learning curves (PNG) from run folders' TensorBoard logs."),
+    "compare": ("robolearn.eval.commands:cmd_compare", "A HIL-SERL-style table from several results.json."),
+    "dagger": ("robolearn.algos.dagger:cmd_dagger", "DAgger / interventions: label, aggregate, retrain."),
+    "finetune": ("robolearn.algos.finetune:cmd_finetune", "Fine-tune a BC policy online with SAC, demos mixed in."),
+    "loop": ("robolearn.loop:cmd_loop", "The whole loop: demos -> BC -> DAgger -> SAC -> eval, one report."),
 }
 
 
-def _register_optional_commands() -> None:
-    """Commands from later stages register here so that only built commands appear in --help."""
-    for mod in ("robolearn.commands",):
-        try:
-            m = __import__(mod, fromlist=["COMMANDS"])
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+def _resolve(entry) -> Callable[[list[str]], int]:
+    import importlib
+
+    if callable(entry):
+        return entry
+    mod, fn = entry.split(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+def _available() -> dict[str, tuple[str | Callable, str]]:
+    """The commands that are built: their module exists and defines the function (checked without importing)."""
+    import importlib.util
+
+    out = {}
+    for name, (entry, doc) in COMMANDS.items():
+        if callable(entry):
+            out[name] = (entry, doc)
             continue
-        COMMANDS.update(m.COMMANDS)
+        mod, fn = entry.split(":")
+        try:
+            spec = importlib.util.find_spec(mod)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is not None and spec.origin and f"def {fn}(" in Path(spec.origin).read_text():
+            out[name] = (entry, doc)
+    return out
 
 
 def usage() -> str:
     lines = ["usage: robolearn <command> [key=value ...]", "", "commands:"]
-    for name, (_, doc) in COMMANDS.items():
+    for name, (_, doc) in _available().items():
         lines.append(f"  {name:<10} {doc}")
     lines += ["", "`robolearn <command> --help` lists a command's fields. Example:",
               "  robolearn record env=robolearn/Lift-v0 expert=scripted episodes=50 out=datasets/lift.hdf5"]
@@ -175,18 +199,18 @@ def usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _register_optional_commands()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
     cmd = argv[0]
-    if cmd not in COMMANDS:
-        err_console.print(f"robolearn: unknown command {cmd!r}; valid commands: {list(COMMANDS)}")
+    avail = _available()
+    if cmd not in avail:
+        err_console.print(f"robolearn: unknown command {cmd!r}; valid commands: {list(avail)}")
         return 2
     from robolearn.data.store import StoreError
 
     try:
-        return COMMANDS[cmd][0](argv[1:]) or 0
+        return _resolve(avail[cmd][0])(argv[1:]) or 0
     except (UserError, StoreError) as e:
         err_console.print(f"robolearn {cmd}: {e}", markup=False, highlight=False)
         return 2

@@ -112,11 +112,35 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    for name, cls in COMMAND_CONFIGS.items():
+    configs = command_configs()
+    for name, cls in configs.items():
         cs.store(name=name, node=cls)
-    for reg in _EXTRA_REGISTRARS:
-        reg(cs)
+    if "train" in configs:
+        from robolearn.algos.bc import register_policy_group
+
+        register_policy_group(cs)
 
 
-COMMAND_CONFIGS: dict[str, type] = {"record": RecordConfig}
-_EXTRA_REGISTRARS: list = []
+# command -> "module:Class" of its config dataclass; imported lazily (and skipped if that stage is absent)
+_CONFIG_CLASSES = {
+    "train": "robolearn.algos.bc:TrainConfig",
+    "eval": "robolearn.eval.config:EvalConfig",
+    "dagger": "robolearn.algos.dagger:DaggerConfig",
+    "finetune": "robolearn.algos.finetune:FinetuneConfig",
+    "loop": "robolearn.loop:LoopConfig",
+}
+
+
+def command_configs() -> dict[str, type]:
+    import importlib
+
+    out: dict[str, type] = {"record": RecordConfig}
+    for name, ref in _CONFIG_CLASSES.items():
+        mod, cls = ref.split(":")
+        try:
+            out[name] = getattr(importlib.import_module(mod), cls)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("robolearn"):
+                continue  # that stage is not built
+            raise
+    return out

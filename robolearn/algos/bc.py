@@ -1,0 +1,400 @@
+"""Behaviour cloning: `robolearn train policy=<head> data=<file> out=<run dir>`.
+
+The whole training procedure, top to bottom:
+
+1. windows (obs history To, action chunk Tp) from the HDF5 store's train split; a normaliser fitted on
+   them (its statistics are buffers inside the policy, so they travel in the checkpoint);
+2. AdamW, linear warm-up then cosine decay, gradient clipping, an EMA copy of the weights;
+3. every `val_every` steps the validation loss (mask/valid), every `eval_every` steps evaluation rollouts
+   of the EMA policy in the env the data came from (success rate), TensorBoard scalars throughout;
+4. an atomic checkpoint (`checkpoints/last.pt`) every `ckpt_every` steps and at the end, holding the
+   runnable policy (weights, EMA weights, normaliser, config, spec) and the full training state
+   (optimiser, scheduler, step, RNG) so `resume=true` continues the same run.
+
+Runs unchanged under `torchrun --nproc_per_node=N` (DDP, gloo on CPU): each rank samples its own
+batches, gradients are averaged, rank 0 writes logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from omegaconf import MISSING
+
+from robolearn.config import ConfigError, choice, existing_file, in_range, opt, positive
+from robolearn.policies import HEADS, Policy, PolicyConfig, build_policy, policy_state
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------ config
+@dataclass
+class TrainLoopConfig:
+    steps: int = opt(2000, "gradient steps")
+    batch_size: int = opt(256, "windows per gradient step (per process under torchrun)")
+    lr: float = opt(1e-3, "peak AdamW learning rate")
+    weight_decay: float = opt(1e-6, "AdamW weight decay")
+    warmup_steps: int = opt(100, "linear warm-up steps, then cosine decay to 0")
+    grad_clip: float = opt(1.0, "max gradient norm (0 = off)")
+    ema_decay: float = opt(0.995, "EMA decay of the weights used for evaluation and act() (0 = off)")
+    val_every: int = opt(250, "validation loss every N steps (0 = off)")
+    eval_every: int = opt(0, "evaluation rollouts every N steps (0 = only at the end)")
+    eval_episodes: int = opt(10, "episodes per evaluation (0 = no rollouts)")
+    ckpt_every: int = opt(500, "checkpoint every N steps")
+    log_every: int = opt(25, "TensorBoard scalars every N steps")
+    seed: int = opt(0, "training seed (torch, numpy)")
+    threads: int = opt(0, "torch intra-op threads (0 = torch's default)")
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "lr", "ckpt_every", "log_every"):
+            positive(f"train.{name}", getattr(self, name))
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "val_every", "eval_every", "eval_episodes",
+                     "threads"):
+            positive(f"train.{name}", getattr(self, name), zero_ok=True)
+        in_range("train.ema_decay", self.ema_decay, 0.0, 0.99999)
+
+
+@dataclass
+class TrainConfig:
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"policy": "diffusion"}])
+    # filled from the `policy` config group (policy=<head>); MISSING here so that each head's own config
+    # replaces the node instead of being merged into another head's
+    policy: PolicyConfig = MISSING
+    data: str = opt("", "HDF5 episode store to learn from")
+    out: str = opt("runs/bc", "run folder: checkpoints/last.pt, TensorBoard log, config.yaml")
+    resume: bool = opt(False, "continue the run in out/ from checkpoints/last.pt")
+    To: int = opt(2, "observation history length")
+    Tp: int = opt(8, "predicted action chunk length")
+    Ta: int = opt(4, "actions executed per plan (receding horizon), <= Tp")
+    obs_keys: list[str] | None = opt(None, "observation keys to use (default: all in the file)")
+    sources: list[str] | None = opt(None, "keep only episodes with these sources (default: all)")
+    success_only: bool = opt(False, "keep only successful episodes")
+    intervention_weight: float = opt(1.0, "sampling weight of steps where a human/expert intervened")
+    drop_before_intervention: int = opt(0, "drop the N policy steps before each intervention (led to it)")
+    env: str | None = opt(None, "env for evaluation rollouts (default: the one recorded in the data)")
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+
+    def __post_init__(self):
+        existing_file("data", self.data, "Record one with `robolearn record ... out=FILE`.")
+        if not self.out:
+            raise ConfigError("out is required (e.g. out=runs/bc_lift)")
+        positive("To", self.To)
+        positive("Tp", self.Tp)
+        positive("Ta", self.Ta)
+        if self.Ta > self.Tp:
+            raise ConfigError(f"Ta={self.Ta} must be <= Tp={self.Tp} (execute at most what was predicted)")
+        positive("intervention_weight", self.intervention_weight, zero_ok=True)
+        positive("drop_before_intervention", self.drop_before_intervention, zero_ok=True)
+        choice("policy.head", self.policy.head, sorted(HEADS))
+
+
+def register_policy_group(cs) -> None:
+    """`policy=<head>` picks the head; `policy.head_cfg.<field>=...` tunes it (LeRobot-style per-policy configs)."""
+    for name in HEADS:
+        cs.store(group="policy", name=name, node=PolicyConfig(head=name))
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+class _LossModule(nn.Module):
+    """DDP wraps forward(); our policies expose loss(batch), so forward calls it."""
+
+    def __init__(self, policy: Policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch):
+        return self.policy.loss(batch)
+
+
+def lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float, step: int) -> None:
+    # warm-up of the decay (as in diffusion_policy's EMAModel): early on the EMA follows the weights closely
+    d = min(decay, (1 + step) / (10 + step))
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point:
+            ema[k].lerp_(v, 1 - d)
+        else:
+            ema[k].copy_(v)
+
+
+def atomic_save(obj: dict, path: Path) -> None:
+    """torch.save to a temp file then rename: a crash never leaves a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def build_dataset(cfg: TrainConfig, split: str | None):
+    from robolearn.data.dataset import WindowDataset
+    from robolearn.data.store import read_info
+
+    info = read_info(cfg.data)
+    if split == "valid" and "valid" not in info.masks:
+        return None
+    ds = WindowDataset(cfg.data, To=cfg.To, Tp=cfg.Tp, split=split, sources=cfg.sources,
+                       success_only=cfg.success_only, obs_keys=cfg.obs_keys)
+    if split == "train":
+        _intervention_weights(ds, cfg)
+    return ds
+
+
+def _intervention_weights(ds, cfg: TrainConfig) -> None:
+    """Per-step sampling weights: intervention steps up-weighted; the steps that led into one dropped."""
+    iv = ds.interventions
+    if iv is None or (cfg.intervention_weight == 1.0 and cfg.drop_before_intervention == 0) or not iv.any():
+        return
+    w = np.where(iv, cfg.intervention_weight, 1.0)
+    if cfg.drop_before_intervention:
+        starts = np.flatnonzero(iv & ~np.r_[False, iv[:-1]])  # first step of each takeover
+        for s in starts:
+            lo = max(int(ds._ep_start[s]), s - cfg.drop_before_intervention)
+            w[lo:s] = 0.0
+    ds.weights = w / w.sum()
+
+
+def make_policy(cfg: TrainConfig, ds) -> Policy:
+    from robolearn.data.normalizer import Normalizer
+
+    spec = ds.spec()
+    spec["Ta"] = cfg.Ta
+    lowdim = {k: v for k, v in ds.obs.items() if v.dtype != np.uint8}
+    norm = Normalizer.from_data({"action": ds.actions, **lowdim}, mode="minmax")
+    policy = Policy(spec, cfg.policy, norm)
+    policy.fit_data(ds.actions)
+    return policy
+
+
+def _rng_state(rng: np.random.Generator) -> str:
+    return json.dumps(rng.bit_generator.state)
+
+
+def _to_plain(cfg) -> dict:
+    return json.loads(json.dumps(asdict(cfg), default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
+                                 else str(o)))
+
+
+# ------------------------------------------------------------------------------------------------ train
+def train(cfg: TrainConfig) -> dict:
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    from robolearn.data.store import read_info
+
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if ddp:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        rank = dist.get_rank()
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoints" / "last.pt"
+    info = read_info(cfg.data)
+    env_id = cfg.env or info.env_id
+    env_kwargs = info.env_kwargs
+
+    ds = build_dataset(cfg, "train")
+    val = build_dataset(cfg, "valid")
+    torch.manual_seed(tc.seed)
+    policy = make_policy(cfg, ds)
+    optim = torch.optim.AdamW(policy.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(tc.warmup_steps, tc.steps))
+    ema = {k: v.detach().clone() for k, v in policy.state_dict().items()} if tc.ema_decay > 0 else None
+    rng = np.random.default_rng(tc.seed + 1000 * rank)
+    start = 0
+    history: dict[str, list] = {"eval": []}
+
+    if cfg.resume:
+        if not ckpt_path.exists():
+            raise ConfigError(f"resume=true but {ckpt_path} does not exist. Fix: drop resume=true to start afresh")
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck.get("train_config", {}).get("data") not in (None, cfg.data):
+            log.warning("resuming with data=%s but the run was trained on %s", cfg.data, ck["train_config"]["data"])
+        policy.load_state_dict(ck["model"])
+        if ema is not None and ck.get("ema") is not None:
+            ema = ck["ema"]
+        optim.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start = int(ck["step"])
+        rng.bit_generator.state = json.loads(ck["rng_numpy"])
+        torch.set_rng_state(ck["rng_torch"])
+        history = json.loads(ck.get("history", '{"eval": []}'))
+        log.info("resumed %s at step %d", ckpt_path, start)
+
+    model: nn.Module = _LossModule(policy)
+    if ddp:
+        model = nn.parallel.DistributedDataParallel(model)
+    writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None) if rank == 0 else None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(_to_plain(cfg), indent=2))
+
+    def checkpoint(step: int) -> None:
+        if rank != 0:
+            return
+        ck = policy_state(policy, ema)
+        ck.update(
+            optimizer=optim.state_dict(),
+            scheduler=sched.state_dict(),
+            step=step,
+            rng_numpy=_rng_state(rng),
+            rng_torch=torch.get_rng_state(),
+            train_config=_to_plain(cfg),
+            env_id=env_id or "",
+            env_kwargs=json.dumps(env_kwargs),
+            history=json.dumps(history),
+        )
+        atomic_save(ck, ckpt_path)
+
+    def eval_policy(step: int) -> dict | None:
+        if rank != 0 or tc.eval_episodes == 0 or not env_id:
+            return None
+        from robolearn.eval.runner import evaluate_policy
+
+        p = build_policy(policy_state(policy, ema), use_ema=True)
+        res = evaluate_policy(p, env_id, env_kwargs, episodes=tc.eval_episodes, seed=0, Ta=cfg.Ta)
+        writer.add_scalar("eval/success_rate", res["success_rate"], step)
+        writer.add_scalar("eval/return", res["return_mean"], step)
+        if res.get("cycle_time_steps") is not None:
+            writer.add_scalar("eval/cycle_time_steps", res["cycle_time_steps"], step)
+        history["eval"].append({"step": step, "success_rate": res["success_rate"], "return": res["return_mean"]})
+        return res
+
+    @torch.no_grad()
+    def val_loss() -> float | None:
+        if val is None:
+            return None
+        policy.eval()
+        vrng = np.random.default_rng(12345)
+        losses = [policy.loss(val.sample(min(256, len(val)), vrng))[0].item() for _ in range(4)]
+        policy.train()
+        return float(np.mean(losses))
+
+    t0 = time.time()
+    policy.train()
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc=f"train {cfg.policy.head}",
+               disable=rank != 0, unit="step", mininterval=1.0)
+    loss_ema, last_val, last_eval = None, None, None
+    step = start
+    from robolearn.recording import sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            for step in bar:
+                batch = ds.sample(tc.batch_size, rng)
+                loss, linfo = model(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"BC loss is {loss.item()} at step {step}; lower train.lr or check "
+                                             "the data with `robolearn inspect --validate`")
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = nn.utils.clip_grad_norm_(policy.parameters(), tc.grad_clip) if tc.grad_clip else None
+                optim.step()
+                sched.step()
+                if ema is not None:
+                    ema_update(ema, policy, tc.ema_decay, step)
+                loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
+                done = step + 1
+                if writer is not None and done % tc.log_every == 0:
+                    writer.add_scalar("train/loss", loss.item(), done)
+                    writer.add_scalar("train/lr", sched.get_last_lr()[0], done)
+                    if gn is not None:
+                        writer.add_scalar("train/grad_norm", float(gn), done)
+                    for k, v in linfo.items():
+                        writer.add_scalar(f"train/{k}", v, done)
+                if tc.val_every and done % tc.val_every == 0:
+                    last_val = val_loss()
+                    if writer is not None and last_val is not None:
+                        writer.add_scalar("valid/loss", last_val, done)
+                if tc.eval_every and done % tc.eval_every == 0 and done < tc.steps:
+                    r = eval_policy(done)
+                    last_eval = r["success_rate"] if r else last_eval
+                if done % tc.ckpt_every == 0:
+                    checkpoint(done)
+                bar.set_postfix(loss=f"{loss_ema:.4f}", **({"val": f"{last_val:.4f}"} if last_val else {}),
+                                refresh=False)
+            step = tc.steps
+    except KeyboardInterrupt:
+        bar.close()
+        checkpoint(step)  # Ctrl-C/SIGTERM: keep what was learned; resume=true continues from here
+        if writer is not None:
+            writer.close()
+        log.info("interrupted at step %d; checkpoint saved to %s (resume=true continues)", step, ckpt_path)
+        return {"interrupted": True, "step": step, "checkpoint": str(ckpt_path)}
+    bar.close()
+    elapsed = time.time() - t0
+    final_val = val_loss()
+    checkpoint(tc.steps)
+    res = eval_policy(tc.steps) if start < tc.steps or not history["eval"] else None
+    if res is not None:
+        checkpoint(tc.steps)  # store the final evaluation in the checkpoint's history
+    if writer is not None:
+        writer.close()
+    summary = {
+        "head": cfg.policy.head,
+        "params": policy.num_params(),
+        "steps": tc.steps,
+        "train_loss": loss_ema,
+        "valid_loss": final_val,
+        "success_rate": None if res is None else res["success_rate"],
+        "eval_episodes": 0 if res is None else res["episodes"],
+        "samples_per_s": (tc.steps - start) * tc.batch_size / max(elapsed, 1e-9),
+        "seconds": elapsed,
+        "checkpoint": str(ckpt_path),
+        "tensorboard": str(out / "tb"),
+    }
+    if rank == 0:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if ddp:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def cmd_train(args: list[str]) -> int:
+    from robolearn.cli import _config_help, _summary_table, compose
+
+    if any(a in ("-h", "--help") for a in args):
+        print(_config_help("train", TrainConfig))
+        print("  policy=<head>                            one of", sorted(HEADS))
+        print("  train.<field>=...                        see TrainLoopConfig: steps, batch_size, lr, ...")
+        print("  policy.head_cfg.<field>=...              the head's own config (e.g. num_modes for gmm)")
+        return 0
+    cfg = compose("train", args)
+    summary = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _summary_table(f"train {cfg.policy.head}", summary)
+    return 130 if summary.get("interrupted") else 0
+
+
+__all__ = ["TrainConfig", "TrainLoopConfig", "train", "cmd_train", "register_policy_group", "atomic_save"]
