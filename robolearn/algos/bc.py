@@ -82,6 +82,9 @@ class TrainConfig:
     success_only: bool = opt(False, "keep only successful episodes")
     intervention_weight: float = opt(1.0, "sampling weight of steps where a human/expert intervened")
     drop_before_intervention: int = opt(0, "drop the N policy steps before each intervention (led to it)")
+    policy_step_weight: float = opt(1.0, "sampling weight of the learner's own (unlabelled) steps in "
+                                    "source=intervention episodes (0 = learn only from the takeovers)")
+    init_from: str | None = opt(None, "initialise the weights from this checkpoint (fine-tune instead of scratch)")
     env: str | None = opt(None, "env for evaluation rollouts (default: the one recorded in the data)")
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
 
@@ -96,6 +99,9 @@ class TrainConfig:
             raise ConfigError(f"Ta={self.Ta} must be <= Tp={self.Tp} (execute at most what was predicted)")
         positive("intervention_weight", self.intervention_weight, zero_ok=True)
         positive("drop_before_intervention", self.drop_before_intervention, zero_ok=True)
+        positive("policy_step_weight", self.policy_step_weight, zero_ok=True)
+        if self.init_from:
+            existing_file("init_from", self.init_from)
         choice("policy.head", self.policy.head, sorted(HEADS))
 
 
@@ -163,16 +169,27 @@ def build_dataset(cfg: TrainConfig, split: str | None):
 
 
 def _intervention_weights(ds, cfg: TrainConfig) -> None:
-    """Per-step sampling weights: intervention steps up-weighted; the steps that led into one dropped."""
+    """Per-step sampling weights for episodes with source=intervention: the takeover steps weigh
+    `intervention_weight`, the learner's own steps `policy_step_weight`, and the `drop_before_intervention`
+    learner steps that led into each takeover 0. Other episodes (demos, DAgger labels) weigh 1."""
     iv = ds.interventions
-    if iv is None or (cfg.intervention_weight == 1.0 and cfg.drop_before_intervention == 0) or not iv.any():
+    if iv is None or not iv.any():
         return
-    w = np.where(iv, cfg.intervention_weight, 1.0)
+    src = np.repeat([str(ds.info.episode_attrs[d].get("source", "")) for d in ds.demos],
+                    ds.ends - ds.starts)
+    in_iv_ep = src == "intervention"
+    if not in_iv_ep.any():
+        return
+    w = np.ones(len(iv))
+    w[in_iv_ep & iv] = cfg.intervention_weight
+    w[in_iv_ep & ~iv] = cfg.policy_step_weight
     if cfg.drop_before_intervention:
-        starts = np.flatnonzero(iv & ~np.r_[False, iv[:-1]])  # first step of each takeover
+        starts = np.flatnonzero(in_iv_ep & iv & ~np.r_[False, iv[:-1]])  # first step of each takeover
         for s in starts:
             lo = max(int(ds._ep_start[s]), s - cfg.drop_before_intervention)
             w[lo:s] = 0.0
+    if w.sum() <= 0:
+        raise ConfigError("every training step has weight 0 (policy_step_weight=0 and no interventions?)")
     ds.weights = w / w.sum()
 
 
@@ -225,6 +242,9 @@ def train(cfg: TrainConfig) -> dict:
     val = build_dataset(cfg, "valid")
     torch.manual_seed(tc.seed)
     policy = make_policy(cfg, ds)
+    if cfg.init_from:
+        init = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
+        policy.load_state_dict(init["ema"] if init.get("ema") is not None else init["model"])
     optim = torch.optim.AdamW(policy.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(tc.warmup_steps, tc.steps))
     ema = {k: v.detach().clone() for k, v in policy.state_dict().items()} if tc.ema_decay > 0 else None

@@ -38,11 +38,14 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from robolearn.cli import UserError
+
 EVENTS = ("start_stop", "success", "discard", "reset", "quit", "takeover_on", "takeover_off")
 
 
-class DeviceError(RuntimeError):
-    """The device cannot be used here; the message says what is missing and how to fix it."""
+class DeviceError(UserError):
+    """The device cannot be used here; the message says what is missing and how to fix it (a UserError: the
+    CLI prints it without a traceback, exit code 2)."""
 
 
 @dataclass

@@ -13,11 +13,12 @@ import time
 
 import numpy as np
 
+from robolearn.cli import UserError
 from robolearn.teleop.devices import import_pygame
 
 
-class NoDisplayError(RuntimeError):
-    pass
+class NoDisplayError(UserError):
+    """No display to open the window on (a UserError: printed without a traceback, exit code 2)."""
 
 
 NO_DISPLAY_MSG = (

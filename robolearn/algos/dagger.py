@@ -1,0 +1,304 @@
+"""DAgger and interventions: `robolearn dagger mode=expert|intervention|auto policy=<ckpt> ...`.
+
+Behaviour cloning drifts off the demonstrations (compounding errors). Each round here:
+
+1. roll out the current learner (with an oracle watching) for `episodes_per_round` episodes;
+2. label the visited states, in one of three ways:
+   - `mode=expert` — DAgger (Ross et al. 2011): execute a beta-mixture of expert and learner
+     (beta_i = beta * beta_decay**i: the expert's action with probability beta_i, per step), and label EVERY
+     visited state with the expert's action. Stored with source="dagger"; `actions` holds the expert's
+     labels, `policy_actions` the learner's proposals, `interventions` where the expert's action was run.
+   - `mode=intervention` — HG-DAgger (Kelly et al. 2019): the learner drives; a human (teleop=<device>,
+     hold the take-over key) or a scripted "human" (the expert takes over once the learner's action strays
+     more than `threshold` from the expert's, and hands back after `hold` steps back within it) takes
+     control. Stored with source="intervention"; `actions` are the executed actions, `interventions` marks
+     the human's steps. Only intervention steps count as expert labels.
+   - `mode=auto` — ask only where the learner is unsure: `samples` actions are drawn from the (stochastic)
+     head; where their spread (mean per-dim std, in normalised units) exceeds `uncertainty`, the expert is
+     queried and its action executed and stored as an intervention. Labels are spent only there.
+3. aggregate: the new episodes are appended to `out/aggregate.hdf5` (a copy of `data`; the user's file is
+   never modified);
+4. retrain BC on the aggregate (from scratch, or `retrain=finetune` from the current weights) and evaluate.
+   Training on intervention episodes up-weights intervention steps (`intervention_weight`) and can drop
+   the learner's steps that led into a takeover (`drop_before_intervention`), see `robolearn.algos.bc`.
+
+`results.json` logs success rate against the number of expert labels after every round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robolearn.algos.bc import TrainConfig, TrainLoopConfig, atomic_save, train
+from robolearn.config import ConfigError, choice, existing_file, in_range, opt, positive
+from robolearn.data.store import EpisodeBuilder, EpisodeWriter, read_info
+from robolearn.envutil import get_state, make_env
+from robolearn.policies import ActionChunker, ObsHistory, PolicyConfig, load_policy
+
+log = logging.getLogger(__name__)
+MODES = ("expert", "intervention", "auto")
+
+
+@dataclass
+class DaggerConfig:
+    policy: str = opt("", "BC checkpoint to start from (checkpoints/last.pt of a `robolearn train` run)")
+    data: str = opt("", "the demos it was trained on; new episodes are aggregated onto a copy in out/")
+    env: str | None = opt(None, "task (default: the checkpoint's)")
+    out: str = opt("runs/dagger", "run folder: aggregate.hdf5, round_<i>/ BC runs, results.json")
+    mode: str = opt("expert", f"who labels: {MODES}")
+    expert: str = opt("scripted", "the oracle: scripted (the task's expert)")
+    teleop: str | None = opt(None, "mode=intervention with a person: keyboard | gamepad | spacemouse")
+    rounds: int = opt(5, "DAgger rounds")
+    episodes_per_round: int = opt(20, "learner episodes per round")
+    beta: float = opt(0.5, "mode=expert: probability of executing the expert's action in round 0")
+    beta_decay: float = opt(0.5, "mode=expert: beta_i = beta * beta_decay**i")
+    threshold: float = opt(0.5, "mode=intervention (scripted human): take over when |a_learner - a_expert|_inf > this")
+    hold: int = opt(5, "mode=intervention: steps the scripted human keeps control once in agreement again")
+    uncertainty: float = opt(0.15, "mode=auto: query the expert when sampled actions' std exceeds this")
+    samples: int = opt(8, "mode=auto: actions sampled to measure the learner's uncertainty")
+    retrain: str = opt("scratch", "after each round: scratch (retrain) | finetune (continue from current weights)")
+    intervention_weight: float = opt(2.0, "BC sampling weight of intervention steps")
+    drop_before_intervention: int = opt(0, "drop the N learner steps that led into each takeover")
+    eval_episodes: int = opt(20, "evaluation episodes after each round")
+    seed: int = opt(0, "rollout seed base")
+    train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(steps=1000, eval_episodes=0))
+
+    def __post_init__(self):
+        existing_file("policy", self.policy, "Train one with `robolearn train ... out=DIR` (DIR/checkpoints/last.pt).")
+        existing_file("data", self.data, "Pass the demos the policy was trained on.")
+        choice("mode", self.mode, MODES)
+        choice("expert", self.expert, ("scripted",))
+        if self.teleop is not None:
+            choice("teleop", self.teleop, ("keyboard", "gamepad", "spacemouse"))
+            if self.mode != "intervention":
+                raise ConfigError(f"teleop={self.teleop!r} needs mode=intervention (got mode={self.mode!r})")
+        choice("retrain", self.retrain, ("scratch", "finetune"))
+        positive("rounds", self.rounds)
+        positive("episodes_per_round", self.episodes_per_round)
+        in_range("beta", self.beta, 0.0, 1.0)
+        in_range("beta_decay", self.beta_decay, 0.0, 1.0)
+        positive("threshold", self.threshold)
+        positive("hold", self.hold, zero_ok=True)
+        positive("uncertainty", self.uncertainty)
+        positive("samples", self.samples)
+        positive("eval_episodes", self.eval_episodes, zero_ok=True)
+
+
+# --------------------------------------------------------------------------------------------- overrides
+class ScriptedHuman:
+    """A stand-in for a person at the take-over key: the expert grabs control when the learner's action
+    strays beyond `threshold` (inf-norm) from its own, and hands back after `hold` agreeing steps."""
+
+    def __init__(self, expert, threshold: float, hold: int):
+        self.expert, self.threshold, self.hold = expert, threshold, hold
+        self.reset()
+
+    def reset(self):
+        self.active, self.calm = False, 0
+
+    def decide(self, obs, policy_action: np.ndarray) -> tuple[np.ndarray, bool]:
+        a = np.asarray(self.expert.act(obs), np.float32)
+        far = float(np.max(np.abs(a - policy_action))) > self.threshold
+        if far:
+            self.active, self.calm = True, 0
+        elif self.active:
+            self.calm += 1
+            if self.calm > self.hold:
+                self.active = False
+        return (a, True) if self.active else (policy_action, False)
+
+
+# --------------------------------------------------------------------------------------------- rollouts
+def _to_np(a) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def collect_round(policy, env, expert, cfg: DaggerConfig, rnd: int, writer: EpisodeWriter, human=None) -> dict:
+    """Roll out `episodes_per_round` learner episodes with the oracle; append them to `writer`."""
+    To, Ta = policy.spec["To"], policy.spec.get("Ta", 1)
+    beta = cfg.beta * cfg.beta_decay**rnd
+    rng = np.random.default_rng(cfg.seed * 7919 + rnd)
+    gen = torch.Generator().manual_seed(cfg.seed * 31 + rnd)
+    override = human if human is not None else ScriptedHuman(expert, cfg.threshold, cfg.hold)
+    labels, steps, successes = 0, 0, 0
+    source = "dagger" if cfg.mode == "expert" else "intervention"
+    for ep in range(cfg.episodes_per_round):
+        seed = 1_000_000 + cfg.seed * 10_000 + rnd * 1000 + ep  # disjoint from eval seeds
+        obs, info = env.reset(seed=seed)
+        expert.reset(seed=seed)
+        override.reset()
+        hist, chunker = ObsHistory(To), ActionChunker(Ta)
+        h = hist.push({k: v[None] for k, v in obs.items()})
+        b = EpisodeBuilder(obs, get_state(env))
+        while True:
+            a_pol = _to_np(chunker.act(policy, h, generator=gen))[0].astype(np.float32)
+            if cfg.mode == "expert":
+                a_exp = np.asarray(expert.act(obs), np.float32)
+                use_expert = rng.random() < beta
+                executed, label, iv = (a_exp if use_expert else a_pol), a_exp, use_expert
+                labels += 1
+            elif cfg.mode == "intervention":
+                executed, iv = override.decide(obs, a_pol)
+                label = executed
+                labels += int(iv)
+            else:  # auto: query only where the learner is unsure
+                hb = {k: np.repeat(v, cfg.samples, 0) for k, v in h.items()}
+                s = policy.act(hb, generator=gen)[:, 0]  # (samples, Da)
+                spread = float(policy.normalizer.normalize("action", s).std(0).mean())
+                iv = spread > cfg.uncertainty
+                executed = np.asarray(expert.act(obs), np.float32) if iv else a_pol
+                label = executed
+                labels += int(iv)
+                if iv:
+                    chunker.reset()  # the plan no longer matches the executed action
+            obs, r, term, trunc, info = env.step(executed)
+            b.add(label, obs, r, term, get_state(env), intervention=iv, policy_action=a_pol)
+            h = hist.push({k: v[None] for k, v in obs.items()})
+            if human is not None and hasattr(human, "render"):
+                human.render(env.render(), f"round {rnd} ep {ep} step {len(b)}")
+            if term or trunc:
+                break
+        success = bool(info.get("is_success", False))
+        successes += success
+        steps += len(b)
+        writer.append(b.finish(source, success=success, seed=seed, mode=cfg.mode, round=rnd))
+    return {"labels": labels, "steps": steps, "rollout_success": successes / cfg.episodes_per_round}
+
+
+# --------------------------------------------------------------------------------------------- the loop
+def run_dagger(cfg: DaggerConfig) -> dict:
+    from robolearn.eval.runner import evaluate_policy
+    from robolearn.recording import make_expert, sigterm_as_interrupt
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ck = torch.load(cfg.policy, map_location="cpu", weights_only=True)
+    policy = load_policy(cfg.policy)
+    env_id = cfg.env or ck.get("env_id") or read_info(cfg.data).env_id
+    env_kwargs = json.loads(ck.get("env_kwargs", "{}")) or read_info(cfg.data).env_kwargs
+    tc = ck.get("train_config", {})
+    pcfg = PolicyConfig.from_dict(json.loads(ck["config"]) if isinstance(ck["config"], str) else ck["config"])
+    agg = out / "aggregate.hdf5"
+    state_path = out / "dagger_state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if state is None:
+        shutil.copyfile(cfg.data, agg)  # the user's demos stay untouched
+        demo_steps = sum(read_info(cfg.data).lengths.values())
+        state = {"round": 0, "labels": demo_steps, "history": [], "policy": cfg.policy}
+    else:
+        policy = load_policy(state["policy"])
+        log.info("resuming DAgger at round %d", state["round"])
+    info = read_info(agg)
+    env = make_env(env_id, render_mode="rgb_array" if cfg.teleop else None, **env_kwargs)
+    expert = make_expert(env, cfg.expert, seed=cfg.seed)
+    human = None
+    if cfg.teleop:
+        from robolearn.teleop.app import HumanOverride
+
+        human = HumanOverride(env, device=cfg.teleop)
+    writer = EpisodeWriter(agg, env_id, env_kwargs, env.observation_space, env.action_space)
+    del info
+
+    def evaluate(p, label: str) -> dict:
+        r = evaluate_policy(p, env_id, env_kwargs, episodes=cfg.eval_episodes, seed=0, Ta=p.spec.get("Ta"))
+        log.info("%s: success %.2f", label, r["success_rate"])
+        return r
+
+    if not state["history"] and cfg.eval_episodes:
+        r0 = evaluate(policy, "round 0 (BC)")
+        state["history"].append({"round": 0, "labels": state["labels"], "success_rate": r0["success_rate"],
+                                 "success_ci": r0["success_ci"], "cycle_time_steps": r0.get("cycle_time_steps")})
+    with sigterm_as_interrupt():
+        for rnd in range(state["round"], cfg.rounds):
+            stats = collect_round(policy, env, expert, cfg, rnd, writer, human)
+            state["labels"] += stats["labels"]
+            run_dir = out / f"round_{rnd + 1}"
+            tcfg = TrainConfig(
+                policy=pcfg,
+                data=str(agg),
+                out=str(run_dir),
+                To=tc.get("To", policy.spec["To"]),
+                Tp=tc.get("Tp", policy.spec["Tp"]),
+                Ta=tc.get("Ta", policy.spec.get("Ta", 1)),
+                obs_keys=tc.get("obs_keys"),
+                intervention_weight=cfg.intervention_weight,
+                drop_before_intervention=cfg.drop_before_intervention,
+                policy_step_weight=0.0 if cfg.mode == "auto" else 1.0,
+                init_from=state["policy"] if cfg.retrain == "finetune" else None,
+                env=env_id,
+                train=cfg.train,
+            )
+            train(tcfg)
+            state["policy"] = str(run_dir / "checkpoints" / "last.pt")
+            policy = load_policy(state["policy"])
+            entry = {"round": rnd + 1, "labels": state["labels"], **stats}
+            if cfg.eval_episodes:
+                r = evaluate(policy, f"round {rnd + 1}")
+                entry.update(success_rate=r["success_rate"], success_ci=r["success_ci"],
+                             cycle_time_steps=r.get("cycle_time_steps"))
+            state["history"].append(entry)
+            state["round"] = rnd + 1
+            state_path.write_text(json.dumps(state, indent=2))  # a finished round is never redone
+    env.close()
+    final = state["history"][-1]
+    results = {
+        "mode": cfg.mode,
+        "env": env_id,
+        "rounds": cfg.rounds,
+        "expert_labels": state["labels"],
+        "success_rate": final.get("success_rate"),
+        "success_ci": final.get("success_ci"),
+        "cycle_time_steps": final.get("cycle_time_steps"),
+        "policy": state["policy"],
+        "aggregate": str(agg),
+        "history": state["history"],
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    final_ck = torch.load(state["policy"], map_location="cpu", weights_only=True)
+    atomic_save(final_ck, out / "checkpoints" / "last.pt")
+    _plot_history(state["history"], out / "success_vs_labels.png", cfg.mode)
+    return results
+
+
+def _plot_history(history: list[dict], path: Path, mode: str) -> None:
+    pts = [(h["labels"], h["success_rate"]) for h in history if h.get("success_rate") is not None]
+    if not pts:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(*zip(*pts), marker="o", label=mode)
+    ax.set_xlabel("expert-labelled steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_dagger(args: list[str]) -> int:
+    from robolearn.cli import _config_help, _summary_table, compose
+
+    if any(a in ("-h", "--help") for a in args):
+        print(_config_help("dagger", DaggerConfig))
+        return 0
+    cfg = compose("dagger", args)
+    res = run_dagger(cfg)
+    rows = {f"round {h['round']}": f"labels {h['labels']}, success {h.get('success_rate', float('nan')):.2f}"
+            for h in res["history"]}
+    _summary_table(f"dagger mode={cfg.mode} {res['env']}", {**rows, "policy": res["policy"],
+                                                             "aggregate": res["aggregate"]})
+    return 0
