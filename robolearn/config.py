@@ -119,6 +119,10 @@ def register_configs() -> None:
         from robolearn.algos.bc import register_policy_group
 
         register_policy_group(cs)
+    if "loop" in configs:
+        from robolearn.loop import register_loop_presets
+
+        register_loop_presets(cs)
 
 
 # command -> "module:Class" of its config dataclass; imported lazily (and skipped if that stage is absent)

@@ -43,13 +43,14 @@ class TeleopWindow:
         if not has_display():
             raise NoDisplayError(NO_DISPLAY_MSG)
         self.pg = pg = import_pygame()
-        pg.init()
+        pg.display.init()  # not pygame.init(): no audio (ALSA noise on machines without a sound card)
+        pg.font.init()
         self.scale = int(scale)
         self.frame_shape = tuple(frame_shape[:2])
         try:
             self.screen = pg.display.set_mode(self._size(self.frame_shape))
         except pg.error as e:
-            pg.quit()
+            pg.display.quit()
             raise NoDisplayError(f"{NO_DISPLAY_MSG} [SDL: {e}]") from None
         pg.display.set_caption(title)
         pg.key.set_repeat()  # no key repeat: KEYDOWN once per press; held keys are read as state
@@ -93,9 +94,8 @@ class TeleopWindow:
         self.pg.image.save(self.screen, str(path))
 
     def close(self) -> None:
-        if not self.closed or self.pg.display.get_init():
+        if self.pg.display.get_init():
             self.pg.display.quit()
-            self.pg.quit()
         self.closed = True
 
 

@@ -1,0 +1,273 @@
+"""`robolearn loop`: demos -> BC -> DAgger -> SAC fine-tuning -> evaluation, into one report folder.
+
+    robolearn loop --config-name peg_insert          # configs/loop/peg_insert.yaml
+    robolearn loop env=robolearn/PushT-v0 policy=gmm out=runs/loop_pusht
+
+Every stage writes into its own sub-folder of `out/` and is skipped when its result is already there,
+so an interrupted loop resumes where it stopped (a half-finished stage resumes from its own checkpoint):
+
+    out/demos.hdf5           scripted demonstrations (or a copy of `demos=`)
+    out/bc/                  robolearn train run          out/eval_bc/       its evaluation
+    out/dagger/              robolearn dagger run         out/eval_dagger/
+    out/sac/                 robolearn finetune run       out/eval_sac/
+    out/report.md            the HIL-SERL-shaped table, curves, videos, config and versions
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
+from robolearn.config import ConfigError, choice, env_id, opt, positive
+
+log = logging.getLogger(__name__)
+STAGES = ("bc", "dagger", "sac")
+
+
+@dataclass
+class LoopDaggerConfig:
+    mode: str = opt("expert", "expert | intervention | auto (see robolearn dagger)")
+    rounds: int = opt(2, "DAgger rounds")
+    episodes_per_round: int = opt(10, "learner episodes per round")
+    steps: int = opt(1000, "BC gradient steps per round")
+    retrain: str = opt("finetune", "scratch | finetune")
+
+
+@dataclass
+class LoopSACConfig:
+    steps: int = opt(5000, "online env steps of SAC fine-tuning")
+    bridge: str = opt("residual", "how the BC policy becomes the SAC actor (see robolearn finetune)")
+    demo_ratio: float = opt(0.5, "share of demo transitions in each batch")
+    reward_type: str = opt("dense", "reward SAC optimises: dense | sparse")
+    utd: int = opt(1, "critic updates per env step")
+    eval_every: int = opt(0, "evaluation every N env steps (0 = only at the end)")
+
+
+@dataclass
+class LoopConfig:
+    env: str = opt("robolearn/PegInsert-v0", "task")
+    policy: str = opt("gmm", "BC head: mse | gmm | tokenized | diffusion | flow")
+    out: str = opt("runs/loop", "report folder")
+    demos: str | None = opt(None, "use this demo file instead of recording")
+    demo_episodes: int = opt(30, "scripted demos to record")
+    stages: list[str] = opt(list(STAGES), f"which stages run, in order: subset of {STAGES}")
+    seed: int = opt(0, "seed for recording and training")
+    eval_episodes: int = opt(50, "evaluation episodes per stage (same seeds for every stage)")
+    eval_workers: int = opt(1, "parallel envs for evaluation")
+    videos: int = opt(2, "eval videos per stage")
+    To: int = opt(2, "BC observation history")
+    Tp: int = opt(8, "BC action chunk")
+    Ta: int = opt(4, "BC executed actions per plan")
+    bc: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(steps=2000, eval_episodes=0))
+    head_cfg: dict[str, Any] = opt({}, "overrides of the head's config (e.g. {denoiser: mlp})")
+    dagger: LoopDaggerConfig = field(default_factory=LoopDaggerConfig)
+    sac: LoopSACConfig = field(default_factory=LoopSACConfig)
+
+    def __post_init__(self):
+        from robolearn.policies import HEADS
+
+        env_id("env", self.env)
+        choice("policy", self.policy, sorted(HEADS))
+        for s in self.stages:
+            choice("stages[]", s, STAGES)
+        positive("demo_episodes", self.demo_episodes)
+        positive("eval_episodes", self.eval_episodes)
+        choice("dagger.mode", self.dagger.mode, ("expert", "intervention", "auto"))
+        if self.demos is not None and not Path(self.demos).exists():
+            raise ConfigError(f"demos={self.demos!r}: no such file")
+
+
+def register_loop_presets(cs) -> None:
+    # configs/loop/<task>.yaml start with `defaults: [base_loop, _self_]`
+    cs.store(group="loop", name="base_loop", node=LoopConfig)
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def _done(path: Path) -> bool:
+    return path.exists()
+
+
+def stage_demos(cfg: LoopConfig, out: Path) -> Path:
+    from robolearn.config import RecordConfig
+    from robolearn.data.store import read_info
+    from robolearn.recording import record
+
+    demos = out / "demos.hdf5"
+    if cfg.demos:
+        if not demos.exists():
+            shutil.copyfile(cfg.demos, demos)
+        return demos
+    have = len(read_info(demos).demos) if demos.exists() else 0
+    if have < cfg.demo_episodes:  # resume an interrupted recording: only the missing episodes, new seeds
+        record(RecordConfig(env=cfg.env, episodes=cfg.demo_episodes - have, out=str(demos),
+                            seed=cfg.seed * 100_000 + have, success_only=True))
+    return demos
+
+
+def stage_bc(cfg: LoopConfig, out: Path, demos: Path) -> Path:
+    from robolearn.policies import PolicyConfig
+
+    run = out / "bc"
+    ck = run / "checkpoints" / "last.pt"
+    if (run / "summary.json").exists():
+        return ck
+    bc = TrainLoopConfig(**{**asdict(cfg.bc), "seed": cfg.seed})
+    tcfg = TrainConfig(policy=PolicyConfig(head=cfg.policy, head_cfg=dict(cfg.head_cfg) or None),
+                       data=str(demos), out=str(run), To=cfg.To, Tp=cfg.Tp, Ta=cfg.Ta, train=bc,
+                       resume=ck.exists())
+    train(tcfg)
+    return ck
+
+
+def stage_dagger(cfg: LoopConfig, out: Path, demos: Path, policy: Path) -> Path:
+    from robolearn.algos.dagger import DaggerConfig, run_dagger
+
+    run = out / "dagger"
+    if (run / "results.json").exists():
+        return run / "checkpoints" / "last.pt"
+    d = cfg.dagger
+    run_dagger(DaggerConfig(policy=str(policy), data=str(demos), env=cfg.env, out=str(run), mode=d.mode,
+                            rounds=d.rounds, episodes_per_round=d.episodes_per_round, retrain=d.retrain,
+                            eval_episodes=0, seed=cfg.seed,
+                            train=TrainLoopConfig(**{**asdict(cfg.bc), "steps": d.steps, "seed": cfg.seed})))
+    return run / "checkpoints" / "last.pt"
+
+
+def stage_sac(cfg: LoopConfig, out: Path, demos: Path, policy: Path) -> Path:
+    from robolearn.algos.finetune import FinetuneConfig, finetune
+
+    run = out / "sac"
+    ck = run / "checkpoints" / "last.pt"
+    if (run / "results.json").exists():
+        return ck
+    s = cfg.sac
+    fcfg = FinetuneConfig(policy=str(policy), env=cfg.env, demos=str(demos), out=str(run), steps=s.steps,
+                          bridge=s.bridge, demo_ratio=s.demo_ratio, reward_type=s.reward_type, utd=s.utd,
+                          eval_every=s.eval_every, eval_episodes=min(cfg.eval_episodes, 20), seed=cfg.seed,
+                          resume=ck.exists())
+    finetune(fcfg)
+    return ck
+
+
+def stage_eval(cfg: LoopConfig, out: Path, name: str, ckpt: Path) -> dict:
+    from robolearn.eval.config import EvalConfig
+    from robolearn.eval.runner import evaluate
+
+    res_dir = out / f"eval_{name}"
+    if (res_dir / "results.json").exists():
+        return json.loads((res_dir / "results.json").read_text())
+    # every stage is evaluated on the same fixed episode seeds (seed 0: env seeds 0..episodes-1)
+    return evaluate(EvalConfig(policy=str(ckpt), env=cfg.env, episodes=cfg.eval_episodes, seeds=[0],
+                               workers=cfg.eval_workers, out=str(res_dir), videos=cfg.videos), show=False)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def write_report(cfg: LoopConfig, out: Path, rows: list[tuple[str, dict]], expert: dict | None) -> Path:
+    import robolearn
+
+    lines = [f"# robolearn loop: {cfg.env}, BC head `{cfg.policy}`", ""]
+    lines += ["| stage | success rate (95% CI) | cycle time (steps) | return | vs BC |", "|---|---|---|---|---|"]
+    base = rows[0][1] if rows else None
+    for name, r in ([("scripted expert", expert)] if expert else []) + rows:
+        ci = r.get("success_ci") or [float("nan")] * 2
+        ct = r.get("cycle_time_steps")
+        rel = ""
+        if base is not None and name != rows[0][0] and name != "scripted expert":
+            d = r["success_rate"] - base["success_rate"]
+            rel = f"{d:+.0%} success"
+            if ct and base.get("cycle_time_steps"):
+                rel += f", {base['cycle_time_steps'] / ct:.2f}x cycle speed"
+        lines.append(f"| {name} | {r['success_rate']:.0%} ({ci[0]:.0%}-{ci[1]:.0%}) | "
+                     f"{'-' if ct is None else f'{ct:.1f}'} | {r.get('return_mean', float('nan')):.1f} | {rel} |")
+    lines += ["", f"{cfg.eval_episodes} evaluation episodes per stage on the same env seeds (0..{cfg.eval_episodes - 1}).",
+              ""]
+    for name, _ in rows:
+        vids = sorted((out / f"eval_{name}" / "videos").glob("*.mp4"))
+        if vids:
+            lines.append(f"- {name} video: `{vids[0].relative_to(out)}`")
+    curves = out / "curves.png"
+    if curves.exists():
+        lines += ["", "![learning curves](curves.png)"]
+    lines += ["", "## Config", "```json", json.dumps(asdict(cfg), indent=2, default=str), "```", "",
+              "## Versions", ""]
+    for mod in ("torch", "mujoco", "gymnasium", "numpy", "diffusers", "h5py"):
+        try:
+            lines.append(f"- {mod} {__import__(mod).__version__}")
+        except Exception:  # noqa: BLE001
+            pass
+    lines.append(f"- robolearn {robolearn.__version__}, Python {platform.python_version()}")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    return path
+
+
+def run_loop(cfg: LoopConfig) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    demos = stage_demos(cfg, out)
+    rows: list[tuple[str, dict]] = []
+    ckpt = stage_bc(cfg, out, demos)
+    rows.append(("bc", stage_eval(cfg, out, "bc", ckpt)))
+    if "dagger" in cfg.stages:
+        ckpt = stage_dagger(cfg, out, demos, ckpt)
+        rows.append(("dagger", stage_eval(cfg, out, "dagger", ckpt)))
+    if "sac" in cfg.stages:
+        sac_ck = stage_sac(cfg, out, demos, ckpt)
+        rows.append(("sac", stage_eval(cfg, out, "sac", sac_ck)))
+    expert = _expert_row(cfg, out)
+    try:
+        from robolearn.eval.plots import plot_runs
+
+        runs = [p for p in (out / "bc", out / "sac") if (p / "tb").exists() or list(p.glob("**/events.out*"))]
+        if runs:
+            plot_runs([str(p) for p in runs], str(out / "curves.png"))
+    except Exception as e:  # noqa: BLE001 - a missing curve must not lose the report
+        log.warning("learning curves not drawn: %s", e)
+    report = write_report(cfg, out, rows, expert)
+    video = next(iter(sorted(out.glob(f"eval_{rows[-1][0]}/videos/*.mp4"))), None)
+    return {"report": str(report), "video": str(video) if video else None, "rows": rows, "expert": expert}
+
+
+def _expert_row(cfg: LoopConfig, out: Path) -> dict | None:
+    from robolearn.eval.config import EvalConfig
+    from robolearn.eval.runner import evaluate
+
+    p = out / "eval_expert" / "results.json"
+    if p.exists():
+        return json.loads(p.read_text())
+    return evaluate(EvalConfig(policy="scripted", env=cfg.env, episodes=cfg.eval_episodes, seeds=[0],
+                               out=str(p.parent), videos=0), show=False)
+
+
+def cmd_loop(args: list[str]) -> int:
+    from rich.table import Table
+
+    from robolearn.cli import _config_help, compose, console
+
+    if any(a in ("-h", "--help") for a in args):
+        print(_config_help("loop", LoopConfig))
+        print("\npresets: robolearn loop --config-name <name>, with <name> one of:",
+              sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "configs" / "loop").glob("*.yaml")))
+        return 0
+    cfg = compose("loop", args)
+    res = run_loop(cfg)
+    t = Table(title=f"robolearn loop: {cfg.env} ({cfg.policy})")
+    for c in ("stage", "success", "95% CI", "cycle time (steps)", "return"):
+        t.add_column(c)
+    for name, r in ([("expert", res["expert"])] if res["expert"] else []) + res["rows"]:
+        ci = r.get("success_ci") or [0, 0]
+        ct = r.get("cycle_time_steps")
+        t.add_row(name, f"{r['success_rate']:.0%}", f"{ci[0]:.0%}-{ci[1]:.0%}", "-" if ct is None else f"{ct:.1f}",
+                  f"{r.get('return_mean', 0):.1f}")
+    console.print(t)
+    console.print(f"report: {res['report']}")
+    if res["video"]:
+        console.print(f"video: {res['video']}")
+    return 0
