@@ -15,6 +15,10 @@ from torch import Tensor, nn
 
 MODES = ("minmax", "meanstd")
 _EPS = 1e-6
+# A dim whose data range is below this is treated as constant (scale 1, centred). Without it, near-constant
+# dims (e.g. a cube's quaternion x/y, range ~1e-4 while it rests flat) are blown up ~1e4x, and the tiny
+# tilts seen at test time land far outside [-1, 1]: policies then act on noise.
+MIN_RANGE = 1e-3
 
 
 def _escape(key: str) -> str:
@@ -61,7 +65,7 @@ class Normalizer(nn.Module):
             mean, std = a.mean(0), a.std(0, unbiased=False)
             if modes.get(k, "minmax") == "minmax":
                 rng = hi - lo
-                const = rng < _EPS
+                const = rng < MIN_RANGE
                 # Constant dims: scale 1 and centre on 0 instead of dividing by ~0.
                 scale = torch.where(const, torch.ones_like(rng), 2.0 / rng.clamp_min(_EPS))
                 offset = -(hi + lo) / 2 * scale

@@ -142,7 +142,8 @@ class Policy(nn.Module):
                 raise ValueError(
                     f"obs[{k!r}] has shape {tuple(x.shape)}; expected (B, To, *shape) = (B, {', '.join(map(str, want))})"
                 )
-            out[k] = self.normalizer.normalize(k, x)
+            # clamp: an observation far outside the training range must not dominate the features
+            out[k] = self.normalizer.normalize(k, x).clamp(-5.0, 5.0)
         return out
 
     # ---------------------------------------------------------------------------------------- API

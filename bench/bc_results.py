@@ -1,0 +1,89 @@
+"""The BC results table: success rate of every head on the standard demo sets, >= 50 episodes x 3 seeds.
+
+    bash datasets/make_datasets.sh 100
+    .venv/bin/python bench/bc_results.py --tasks reacharound lift pusht --seeds 0 1 2 --steps 1500
+
+Each (task, head, seed) trains `robolearn train`'s trainer in-process, then evaluates the EMA policy on the
+fixed evaluation seeds (env seeds 0..episodes-1, the same for every head). Results are cached in
+--json (a rerun skips finished runs) and printed as a Markdown table: median success over training seeds
+and the min-max spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
+from robolearn.eval.runner import evaluate_policy
+from robolearn.policies import HEADS, PolicyConfig, load_policy
+
+# diffusion/flow use the MLP denoiser here: the chunks are short (Tp=8) and it trains ~10x faster on CPU
+HEAD_CFG = {"diffusion": {"denoiser": "mlp"}, "flow": {"denoiser": "mlp"}}
+ENV = {"lift": "robolearn/Lift-v0", "pusht": "robolearn/PushT-v0", "reacharound": "robolearn/ReachAround-v0",
+       "peginsert": "robolearn/PegInsert-v0"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", nargs="+", default=["reacharound", "lift", "pusht"])
+    ap.add_argument("--heads", nargs="+", default=list(HEADS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", default="runs/bc_results")
+    ap.add_argument("--json", default="runs/bc_results/results.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cache_path = Path(a.json)
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for task in a.tasks:
+        data = Path("datasets") / f"{task}.hdf5"
+        if not data.exists():
+            raise SystemExit(f"{data} missing: run `bash datasets/make_datasets.sh` first")
+        for head in a.heads:
+            for seed in a.seeds:
+                key = f"{task}/{head}/{seed}"
+                if key in cache:
+                    continue
+                out = Path(a.runs) / task / f"{head}_s{seed}"
+                t0 = time.time()
+                cfg = TrainConfig(
+                    policy=PolicyConfig(head=head, head_cfg=HEAD_CFG.get(head)), data=str(data), out=str(out),
+                    train=TrainLoopConfig(steps=a.steps, batch_size=a.batch_size, seed=seed, eval_episodes=0,
+                                          val_every=500),
+                )
+                s = train(cfg)
+                policy = load_policy(out / "checkpoints" / "last.pt")
+                r = evaluate_policy(policy, ENV[task], {"obs_mode": "state", "reward_type": "dense"},
+                                    episodes=a.episodes, seed=0, Ta=policy.spec.get("Ta"))
+                cache[key] = {"success_rate": r["success_rate"], "success_ci": r["success_ci"],
+                              "cycle_time_steps": r.get("cycle_time_steps"), "train_s": s["seconds"],
+                              "total_s": time.time() - t0, "params": s["params"]}
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                cache_path.write_text(json.dumps(cache, indent=2))
+                print(key, cache[key], flush=True)
+    print_table(cache, a.tasks, a.heads, a.seeds, a.episodes)
+
+
+def print_table(cache, tasks, heads, seeds, episodes) -> None:
+    print(f"\nsuccess rate, median over training seeds {seeds} [min-max], {episodes} eval episodes each\n")
+    print("| head | " + " | ".join(tasks) + " |")
+    print("|---|" + "---|" * len(tasks))
+    for h in heads:
+        cells = []
+        for t in tasks:
+            v = [cache[f"{t}/{h}/{s}"]["success_rate"] for s in seeds if f"{t}/{h}/{s}" in cache]
+            cells.append(f"{np.median(v):.0%} [{min(v):.0%}-{max(v):.0%}]" if v else "-")
+        print(f"| {h} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
