@@ -29,8 +29,8 @@ class ReachAroundEnv(RobolearnMujocoEnv):
     the way is LEFT or RIGHT around it. Touching the pillar with any robot geom ends the episode as a failure
     (``terminated=True``, ``info["is_failure"]=True``, ``info["is_success"]=False``).
 
-    Reset: eef at (U(-.02, .02), -0.2 + U(-.02, .02), 0.10), gripper closed, yaw 0; goal (a mocap body) at
-    (U(-.03, .03), 0.2 + U(-.02, .02), 0.10). Success: |eef - goal| < 3 cm.
+    Reset: eef at (0, -0.2 + U(-.02, .02), 0.10), gripper closed, yaw 0; goal (a mocap body) at
+    (0, 0.2 + U(-.02, .02), 0.10). Success: |eef - goal| < 3 cm.
 
     Observation (state keys): ``eef_pos`` (3), ``eef_yaw`` (1), ``gripper`` (2), ``goal`` (3),
     ``goal_to_eef`` (3 = eef - goal).
@@ -62,8 +62,11 @@ class ReachAroundEnv(RobolearnMujocoEnv):
         return {"goal": 3, "goal_to_eef": 3}
 
     def _task_reset(self, rng):
-        self._set_robot((rng.uniform(-0.02, 0.02), -0.2 + rng.uniform(-0.02, 0.02), Z0), 0.0, 0.0)
-        self.data.mocap_pos[self._goal_mocap] = (rng.uniform(-0.03, 0.03), 0.2 + rng.uniform(-0.02, 0.02), Z0)
+        # Only the start's distance is random, not its side: a lateral offset (or a random goal) would tell a
+        # learner which way the expert went in each demo, and a regressor could memorise that instead of
+        # facing the 50/50 fork this task is about.
+        self._set_robot((0.0, -0.2 + rng.uniform(-0.02, 0.02), Z0), 0.0, 0.0)
+        self.data.mocap_pos[self._goal_mocap] = (0.0, 0.2 + rng.uniform(-0.02, 0.02), Z0)
 
     def _task_obs(self, b):
         g = self.data.mocap_pos[self._goal_mocap]
@@ -85,16 +88,19 @@ class ReachAroundEnv(RobolearnMujocoEnv):
 class ReachAroundExpert(Expert):
     """Waypoint follower around the pillar on the side given by ``mode`` ("left" = -x, "right" = +x), drawn
     50/50 from the expert's own RNG at ``reset``. Closed loop: the active waypoint is chosen from the current
-    eef position every call (y < -0.07: corner A = (s*0.125, -0.05); y < 0.07: corner B = (s*0.125, 0.09);
+    eef position every call (before the fork: straight ahead; then sidestep; y < -0.07: corner A = (s*0.125, -0.05); y < 0.07: corner B = (s*0.125, 0.09);
     else the goal), and the eef moves straight toward it at up to 2 cm per step. If the eef is already clearly
     on one side of the pillar (|x| > 4 cm once past y = -0.16) it keeps to that side instead of crossing in
     front of the pillar (safe DAgger labels); that is the only way the state overrides the drawn mode.
 
-    From the start the two modes move diagonally (+-x, +y), so their mean is straight +y: into the pillar.
+    Both modes first drive straight ahead to the decision line y = -0.12 (identical states and actions), then
+    sidestep (+-x, drifting +y): at the fork the same state carries both labels 50/50, so a mean-regression
+    policy's action is straight +y - into the pillar - while a multimodal policy picks a side.
     """
 
     SIDE_X = 0.125  # pillar half width 6 cm + gripper half width 1.2 cm + ~5 cm clearance
     Y_A, Y_B = -0.05, 0.09
+    Y_DECIDE = -0.12  # the fork: both modes reach this line on the same straight path
 
     def __init__(self, env, noise=0.0, seed=None, mode: str | None = None):
         super().__init__(env, noise, seed)
@@ -111,7 +117,13 @@ class ReachAroundExpert(Expert):
         s = -1.0 if self.mode == "left" else 1.0
         if -0.16 < p[1] < self.Y_B and abs(p[0]) > 0.04:
             s = float(np.sign(p[0]))
-        if p[1] < self.Y_A - 0.02:
+        if p[1] < self.Y_DECIDE - 0.005 and abs(p[0]) < 0.04:
+            # phase 1, shared by both modes: straight ahead to the decision line
+            tx, ty = p[0], self.Y_DECIDE
+        elif p[1] < self.Y_A - 0.02 and abs(p[0]) < self.SIDE_X - 0.02:
+            # phase 2, the fork: sidestep (drifting slightly forward) - the two modes' mean drives ahead
+            tx, ty = p[0] + s * 0.02, p[1] + 0.006
+        elif p[1] < self.Y_A - 0.02:
             tx, ty = s * self.SIDE_X, self.Y_A
         elif p[1] < self.Y_B - 0.02:
             tx, ty = s * self.SIDE_X, self.Y_B

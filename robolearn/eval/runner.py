@@ -172,7 +172,9 @@ def evaluate_policy(
     W = max(1, min(int(workers), len(plan)))
     fn = functools.partial(_make_eval_env, env_id, env_kwargs, videos > 0, reference, noise)
     vec_cls = gym.vector.AsyncVectorEnv if W > 1 else gym.vector.SyncVectorEnv
-    envs = vec_cls([fn] * W, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    # forkserver: a forked child of a process that already holds an EGL/OpenMP context can hang
+    kw = {"context": "forkserver"} if W > 1 else {}
+    envs = vec_cls([fn] * W, autoreset_mode=gym.vector.AutoresetMode.DISABLED, **kw)
     t0 = time.perf_counter()
     try:
         records, video_paths = _rollout(envs, W, policy if reference is None else None, plan, dt,

@@ -1,0 +1,260 @@
+"""`robolearn finetune`: SAC fine-tuning of BC checkpoints with demos (fast unless marked slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robolearn.algos import finetune as ft
+from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
+from robolearn.algos.finetune import FinetuneConfig, finetune, sac_actor_from_checkpoint
+from robolearn.config import ConfigError, RecordConfig
+from robolearn.policies import PolicyConfig, load_policy
+from robolearn.recording import record
+
+ROBOLEARN = str(Path(sys.executable).parent / "robolearn")
+ENV = "robolearn/Lift-v0"
+
+
+@pytest.fixture(scope="module")
+def bc(tmp_path_factory):
+    """8 Lift demos and tiny gmm / mse BC checkpoints trained on them (50 steps each)."""
+    root = tmp_path_factory.mktemp("ft")
+    demos = root / "lift.hdf5"
+    assert record(RecordConfig(env=ENV, episodes=8, out=str(demos)))["episodes_kept"] == 8
+    ckpts = {}
+    for head in ("gmm", "mse"):
+        cfg = TrainConfig(policy=PolicyConfig(head=head), data=str(demos), out=str(root / f"bc_{head}"),
+                          train=TrainLoopConfig(steps=50, batch_size=32, val_every=0, eval_episodes=0,
+                                                ckpt_every=50, log_every=25))
+        train(cfg)
+        ckpts[head] = root / f"bc_{head}" / "checkpoints" / "last.pt"
+    return demos, ckpts
+
+
+def small(policy, demos, out, **kw) -> FinetuneConfig:
+    args = dict(policy=str(policy), demos=None if demos is None else str(demos), out=str(out), steps=120,
+                learning_starts=40, batch_size=32, hidden=[32, 32], eval_episodes=1, eval_initial=False,
+                ckpt_every=60, log_every=20, distill_steps=20)
+    args.update(kw)
+    return FinetuneConfig(**args)
+
+
+@pytest.mark.parametrize("head", ["gmm", "mse"])
+def test_finetune_runs_and_writes_checkpoint_and_results(bc, tmp_path, head):
+    demos, ckpts = bc
+    s = finetune(small(ckpts[head], demos, tmp_path / "run"))
+    assert s["env_steps"] == 120 and s["updates"] == 120 - 40 + 1
+    ck_path = tmp_path / "run" / "checkpoints" / "last.pt"
+    ck = torch.load(ck_path, weights_only=True)  # plain data + tensors only
+    assert ck["format"] == ft.FORMAT and ck["step"] == 120 and ck["bridge"] == "residual"
+    assert ck["replay"]["size"] == 120 and ck["demo_replay"]["size"] > 0
+    assert ck["bc_policy"]["head"] == head and ck["bc_path"] == str(ckpts[head].resolve())
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    for k in ("success_rate", "success_ci", "return_mean", "cycle_time_steps"):
+        assert k in res
+    assert res["episodes"] == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 120
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents*"))
+
+
+def test_batches_follow_demo_ratio(bc, tmp_path, monkeypatch):
+    demos, ckpts = bc
+    seen = []
+    from robolearn.algos import sac as sacmod
+
+    orig = sacmod.SAC.update
+
+    def update(self, batch):
+        seen.append(float(batch["is_demo"].float().mean()))
+        return orig(self, batch)
+
+    monkeypatch.setattr(sacmod.SAC, "update", update)
+    finetune(small(ckpts["mse"], demos, tmp_path / "a", steps=60, demo_ratio=0.25))
+    assert seen and all(abs(r - 0.25) < 1e-6 for r in seen)  # 8 of 32 rows
+    seen.clear()
+    # annealed 1.0 -> 0.0 over env steps 0..100: at env step t the ratio is 1 - t / 100
+    finetune(small(ckpts["mse"], demos, tmp_path / "b", steps=100, demo_ratio=1.0, demo_ratio_end=0.0,
+                   demo_ratio_steps=100))
+    expect = [round((1 - t / 100) * 32) / 32 for t in range(40, 101)]
+    np.testing.assert_allclose(seen, expect)
+
+
+def test_resume_restores_buffer_and_step(bc, tmp_path, monkeypatch):
+    demos, ckpts = bc
+    from robolearn.algos import replay as replaymod
+
+    calls = {"n": 0}
+    orig = replaymod.MixedSampler.sample
+
+    def sample(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 31:  # during the update of env step 70
+            raise KeyboardInterrupt
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(replaymod.MixedSampler, "sample", sample)
+    s = finetune(small(ckpts["gmm"], demos, tmp_path / "run"))
+    assert s["interrupted"] and s["step"] == 70
+    ck = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
+    assert ck["step"] == 70 and ck["replay"]["size"] == 70 and ck["sac"]["step"] == 30
+    monkeypatch.setattr(replaymod.MixedSampler, "sample", orig)
+    s = finetune(small(ckpts["gmm"], demos, tmp_path / "run", resume=True))
+    assert not s.get("interrupted") and s["env_steps"] == 120
+    ck = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
+    assert ck["step"] == 120 and ck["replay"]["size"] == 120
+    assert ck["sac"]["step"] == 30 + 50  # updates continued from the restored agent
+    assert ck["replay"]["truncated"][69]  # the cut episode ends at the interruption
+    assert ck["episodes"] >= 1
+
+
+def test_gaussian_bridge_on_diffusion_fails_clearly(bc, tmp_path):
+    demos, ckpts = bc
+    raw = torch.load(ckpts["mse"], weights_only=True)
+    with pytest.raises(ConfigError, match=r"'diffusion'.*residual.*none"):
+        ft.check_bridge("diffusion", "gaussian")
+    # a real diffusion checkpoint through the whole command
+    cfg = TrainConfig(policy=PolicyConfig(head="diffusion"), data=str(demos), out=str(tmp_path / "bc_diff"),
+                      train=TrainLoopConfig(steps=2, batch_size=8, val_every=0, eval_episodes=0, ckpt_every=2))
+    train(cfg)
+    diff = tmp_path / "bc_diff" / "checkpoints" / "last.pt"
+    with pytest.raises(ConfigError, match=r"bridge='gaussian' cannot be used with the 'diffusion' head"):
+        finetune(small(diff, demos, tmp_path / "run", bridge="gaussian"))
+    assert raw["head"] == "mse"
+
+
+def test_gaussian_bridge_distils_mse(bc, tmp_path):
+    demos, ckpts = bc
+    s = finetune(small(ckpts["mse"], demos, tmp_path / "run", bridge="gaussian", steps=50, distill_steps=200))
+    assert s["env_steps"] == 50
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["distill_mse"] < 0.05
+
+
+@pytest.mark.parametrize("head", ["mse", "gmm"])
+def test_residual_actor_starts_at_bc_first_action(bc, head):
+    demos, ckpts = bc
+    policy = load_policy(ckpts[head])
+    layout = ft.ObsLayout.from_spec(policy.spec)
+    low, high = -np.ones(5, np.float32), np.ones(5, np.float32)
+    base = ft.bc_base(policy, layout, low, high)
+    actor = ft.build_actor("residual", layout.dim + 5, 5, [32, 32], 0.1, None)
+    pol = ft.SACActorPolicy(actor, layout, low, high, base)
+    from robolearn.envutil import make_env
+
+    env = make_env(ENV)
+    obs, _ = env.reset(seed=3)
+    hist = {k: np.repeat(np.asarray(obs[k])[None, None], policy.To, axis=1) for k in policy.spec["obs"]}
+    if head == "mse":
+        want = policy.act(hist)[0, 0].numpy()
+    else:  # the mean of the likeliest component
+        logits, mean, _ = policy.head.dist_params(policy.encode(hist))
+        chunk = mean[0, logits[0].argmax()].view(1, policy.Tp, policy.Da)
+        want = policy.normalizer.unnormalize("action", chunk)[0, 0].detach().numpy()
+    pol.reset()
+    np.testing.assert_allclose(pol.act(obs), np.clip(want, -1, 1), atol=1e-6)
+
+
+def test_sac_actor_from_checkpoint_acts_without_bc_file(bc, tmp_path):
+    demos, ckpts = bc
+    finetune(small(ckpts["gmm"], demos, tmp_path / "run", steps=60))
+    ck = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
+    actor = sac_actor_from_checkpoint(ck)
+    assert actor.env_id == ENV and actor.env_kwargs["obs_mode"] == "state"
+    from robolearn.envutil import make_env
+
+    env = make_env(actor.env_id, **actor.env_kwargs)
+    obs, _ = env.reset(seed=0)
+    actor.reset()
+    a1 = actor.act(obs)
+    assert a1.shape == (5,) and np.all(np.abs(a1) <= 1)
+    actor.reset()
+    np.testing.assert_array_equal(actor.act(obs), a1)  # deterministic
+    # matches the evaluation the trainer ran
+    res = ft.evaluate_actor(actor, env, 1)
+    assert res["return_mean"] == pytest.approx(json.loads((tmp_path / "run/results.json").read_text())["return_mean"])
+    with pytest.raises(ValueError, match="robolearn-sac/1"):
+        sac_actor_from_checkpoint(torch.load(ckpts["gmm"], weights_only=True))
+
+
+def test_no_demos_and_bridge_none(bc, tmp_path):
+    demos, ckpts = bc
+    s = finetune(small(ckpts["mse"], None, tmp_path / "a", steps=60))
+    assert s["env_steps"] == 60
+    ck = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=True)
+    assert ck["demo_replay"] is None
+    s = finetune(small("", None, tmp_path / "b", steps=60, bridge="none", env=ENV))
+    ck = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
+    assert ck["bc_policy"] is None and ck["bridge"] == "none"
+    assert sac_actor_from_checkpoint(ck).act(
+        {k: np.zeros(v, np.float32) for k, v in zip(*[json.loads(ck["obs_layout"])[x] for x in ("keys", "shapes")])}
+    ).shape == (5,)
+
+
+def test_nan_stops_with_sac_message(bc, tmp_path, monkeypatch):
+    demos, ckpts = bc
+    from robolearn.algos import replay as replaymod
+
+    orig = replaymod.MixedSampler.sample
+
+    def sample(self, *a, **k):
+        b = orig(self, *a, **k)
+        b["reward"] = b["reward"] * float("nan")
+        return b
+
+    monkeypatch.setattr(replaymod.MixedSampler, "sample", sample)
+    with pytest.raises(FloatingPointError, match=r"losses/critic is nan at update step 0.*env step 40"):
+        finetune(small(ckpts["mse"], demos, tmp_path / "run"))
+
+
+def test_config_errors(bc, tmp_path):
+    demos, ckpts = bc
+    with pytest.raises(ConfigError, match="bridge='bogus'"):
+        small(ckpts["mse"], demos, tmp_path, bridge="bogus")
+    with pytest.raises(ConfigError, match="demo_ratio=1.5"):
+        small(ckpts["mse"], demos, tmp_path, demo_ratio=1.5)
+    with pytest.raises(ConfigError, match="bridge=gaussian .* demos"):
+        small(ckpts["mse"], None, tmp_path, bridge="gaussian")
+    with pytest.raises(ConfigError, match="policy is required"):
+        small("", demos, tmp_path)
+
+
+def test_cli_contract(bc, tmp_path):
+    """The command the project's contract check runs: exit 0, checkpoints written; --help lists fields."""
+    demos, ckpts = bc
+    out = tmp_path / "cli"
+    r = subprocess.run([ROBOLEARN, "finetune", f"policy={ckpts['gmm']}", f"env={ENV}", f"demos={demos}",
+                        f"out={out}", "steps=80", "learning_starts=40", "batch_size=32", "hidden=[32,32]",
+                        "eval_episodes=1", "eval_initial=false", "threads=1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert list((out / "checkpoints").glob("*.pt")) and (out / "results.json").exists()
+    h = subprocess.run([ROBOLEARN, "finetune", "--help"], capture_output=True, text=True, timeout=60)
+    assert h.returncode == 0 and "demo_ratio" in h.stdout and "bridge" in h.stdout
+    bad = subprocess.run([ROBOLEARN, "finetune", f"policy={ckpts['gmm']}", "demo_ratio=2"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "demo_ratio" in bad.stderr
+
+
+@pytest.mark.slow
+def test_finetuning_does_not_destroy_a_good_bc_policy(tmp_path):
+    """ReachAround: BC from 30 expert demos, then 3000 env steps of fine-tuning with demos; the success rate
+    stays within a margin of the BC actor's (the residual actor's step-0 evaluation)."""
+    demos = tmp_path / "reach.hdf5"
+    record(RecordConfig(env="robolearn/ReachAround-v0", episodes=30, out=str(demos)))
+    train(TrainConfig(policy=PolicyConfig(head="mse"), data=str(demos), out=str(tmp_path / "bc"),
+                      train=TrainLoopConfig(steps=1500, batch_size=128, val_every=0, eval_episodes=0,
+                                            ckpt_every=1500)))
+    s = finetune(FinetuneConfig(policy=str(tmp_path / "bc/checkpoints/last.pt"), demos=str(demos),
+                                out=str(tmp_path / "ft"), steps=3000, learning_starts=500, eval_episodes=20,
+                                critic_warmup=500, threads=1))
+    res = json.loads((tmp_path / "ft/results.json").read_text())
+    bc_rate = res["initial"]["success_rate"]
+    assert bc_rate >= 0.5, f"the BC policy itself is not good enough for this test: {bc_rate}"
+    assert s["success_rate"] >= bc_rate - 0.2, (bc_rate, s["success_rate"])
