@@ -39,7 +39,7 @@ def compose(command: str, overrides: list[str]):
 
     from robolearn.config import ConfigError, register_configs
 
-    register_configs()
+    register_configs(command)
     config_name = command
     rest = []
     i = 0

@@ -107,18 +107,23 @@ class RecordConfig:
             raise ConfigError("out is required (e.g. out=datasets/lift.hdf5)")
 
 
-def register_configs() -> None:
-    """Put every command's schema into Hydra's ConfigStore (idempotent)."""
+def register_configs(command: str | None = None) -> None:
+    """Put every command's schema into Hydra's ConfigStore (idempotent).
+
+    The `policy` config group (policy=<head>) exists only while composing `train`: other commands have a
+    plain `policy` field (a checkpoint path) that a same-named group would capture."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     configs = command_configs()
     for name, cls in configs.items():
         cs.store(name=name, node=cls)
-    if "train" in configs:
+    if "train" in configs and command in (None, "train"):
         from robolearn.algos.bc import register_policy_group
 
         register_policy_group(cs)
+    else:
+        cs.repo.pop("policy", None)
     if "loop" in configs:
         from robolearn.loop import register_loop_presets
 

@@ -30,18 +30,34 @@ def bc(tmp_path_factory):
     assert record(RecordConfig(env=ENV, episodes=8, out=str(demos)))["episodes_kept"] == 8
     ckpts = {}
     for head in ("gmm", "mse"):
-        cfg = TrainConfig(policy=PolicyConfig(head=head), data=str(demos), out=str(root / f"bc_{head}"),
-                          train=TrainLoopConfig(steps=50, batch_size=32, val_every=0, eval_episodes=0,
-                                                ckpt_every=50, log_every=25))
+        cfg = TrainConfig(
+            policy=PolicyConfig(head=head),
+            data=str(demos),
+            out=str(root / f"bc_{head}"),
+            train=TrainLoopConfig(
+                steps=50, batch_size=32, val_every=0, eval_episodes=0, ckpt_every=50, log_every=25
+            ),
+        )
         train(cfg)
         ckpts[head] = root / f"bc_{head}" / "checkpoints" / "last.pt"
     return demos, ckpts
 
 
 def small(policy, demos, out, **kw) -> FinetuneConfig:
-    args = dict(policy=str(policy), demos=None if demos is None else str(demos), out=str(out), steps=120,
-                learning_starts=40, batch_size=32, hidden=[32, 32], eval_episodes=1, eval_initial=False,
-                ckpt_every=60, log_every=20, distill_steps=20)
+    args = dict(
+        policy=str(policy),
+        demos=None if demos is None else str(demos),
+        out=str(out),
+        steps=120,
+        learning_starts=40,
+        batch_size=32,
+        hidden=[32, 32],
+        eval_episodes=1,
+        eval_initial=False,
+        ckpt_every=60,
+        log_every=20,
+        distill_steps=20,
+    )
     args.update(kw)
     return FinetuneConfig(**args)
 
@@ -80,8 +96,17 @@ def test_batches_follow_demo_ratio(bc, tmp_path, monkeypatch):
     assert seen and all(abs(r - 0.25) < 1e-6 for r in seen)  # 8 of 32 rows
     seen.clear()
     # annealed 1.0 -> 0.0 over env steps 0..100: at env step t the ratio is 1 - t / 100
-    finetune(small(ckpts["mse"], demos, tmp_path / "b", steps=100, demo_ratio=1.0, demo_ratio_end=0.0,
-                   demo_ratio_steps=100))
+    finetune(
+        small(
+            ckpts["mse"],
+            demos,
+            tmp_path / "b",
+            steps=100,
+            demo_ratio=1.0,
+            demo_ratio_end=0.0,
+            demo_ratio_steps=100,
+        )
+    )
     expect = [round((1 - t / 100) * 32) / 32 for t in range(40, 101)]
     np.testing.assert_allclose(seen, expect)
 
@@ -104,6 +129,7 @@ def test_resume_restores_buffer_and_step(bc, tmp_path, monkeypatch):
     assert s["interrupted"] and s["step"] == 70
     ck = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
     assert ck["step"] == 70 and ck["replay"]["size"] == 70 and ck["sac"]["step"] == 30
+    episodes_before = ck["episodes"]
     monkeypatch.setattr(replaymod.MixedSampler, "sample", orig)
     s = finetune(small(ckpts["gmm"], demos, tmp_path / "run", resume=True))
     assert not s.get("interrupted") and s["env_steps"] == 120
@@ -111,7 +137,7 @@ def test_resume_restores_buffer_and_step(bc, tmp_path, monkeypatch):
     assert ck["step"] == 120 and ck["replay"]["size"] == 120
     assert ck["sac"]["step"] == 30 + 50  # updates continued from the restored agent
     assert ck["replay"]["truncated"][69]  # the cut episode ends at the interruption
-    assert ck["episodes"] >= 1
+    assert ck["episodes"] >= episodes_before
 
 
 def test_gaussian_bridge_on_diffusion_fails_clearly(bc, tmp_path):
@@ -120,8 +146,12 @@ def test_gaussian_bridge_on_diffusion_fails_clearly(bc, tmp_path):
     with pytest.raises(ConfigError, match=r"'diffusion'.*residual.*none"):
         ft.check_bridge("diffusion", "gaussian")
     # a real diffusion checkpoint through the whole command
-    cfg = TrainConfig(policy=PolicyConfig(head="diffusion"), data=str(demos), out=str(tmp_path / "bc_diff"),
-                      train=TrainLoopConfig(steps=2, batch_size=8, val_every=0, eval_episodes=0, ckpt_every=2))
+    cfg = TrainConfig(
+        policy=PolicyConfig(head="diffusion"),
+        data=str(demos),
+        out=str(tmp_path / "bc_diff"),
+        train=TrainLoopConfig(steps=2, batch_size=8, val_every=0, eval_episodes=0, ckpt_every=2),
+    )
     train(cfg)
     diff = tmp_path / "bc_diff" / "checkpoints" / "last.pt"
     with pytest.raises(ConfigError, match=r"bridge='gaussian' cannot be used with the 'diffusion' head"):
@@ -178,7 +208,9 @@ def test_sac_actor_from_checkpoint_acts_without_bc_file(bc, tmp_path):
     np.testing.assert_array_equal(actor.act(obs), a1)  # deterministic
     # matches the evaluation the trainer ran
     res = ft.evaluate_actor(actor, env, 1)
-    assert res["return_mean"] == pytest.approx(json.loads((tmp_path / "run/results.json").read_text())["return_mean"])
+    assert res["return_mean"] == pytest.approx(
+        json.loads((tmp_path / "run/results.json").read_text())["return_mean"]
+    )
     with pytest.raises(ValueError, match="robolearn-sac/1"):
         sac_actor_from_checkpoint(torch.load(ckpts["gmm"], weights_only=True))
 
@@ -193,7 +225,10 @@ def test_no_demos_and_bridge_none(bc, tmp_path):
     ck = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
     assert ck["bc_policy"] is None and ck["bridge"] == "none"
     assert sac_actor_from_checkpoint(ck).act(
-        {k: np.zeros(v, np.float32) for k, v in zip(*[json.loads(ck["obs_layout"])[x] for x in ("keys", "shapes")])}
+        {
+            k: np.zeros(v, np.float32)
+            for k, v in zip(*[json.loads(ck["obs_layout"])[x] for x in ("keys", "shapes")])
+        }
     ).shape == (5,)
 
 
@@ -229,16 +264,36 @@ def test_cli_contract(bc, tmp_path):
     """The command the project's contract check runs: exit 0, checkpoints written; --help lists fields."""
     demos, ckpts = bc
     out = tmp_path / "cli"
-    r = subprocess.run([ROBOLEARN, "finetune", f"policy={ckpts['gmm']}", f"env={ENV}", f"demos={demos}",
-                        f"out={out}", "steps=80", "learning_starts=40", "batch_size=32", "hidden=[32,32]",
-                        "eval_episodes=1", "eval_initial=false", "threads=1"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            ROBOLEARN,
+            "finetune",
+            f"policy={ckpts['gmm']}",
+            f"env={ENV}",
+            f"demos={demos}",
+            f"out={out}",
+            "steps=80",
+            "learning_starts=40",
+            "batch_size=32",
+            "hidden=[32,32]",
+            "eval_episodes=1",
+            "eval_initial=false",
+            "threads=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert list((out / "checkpoints").glob("*.pt")) and (out / "results.json").exists()
     h = subprocess.run([ROBOLEARN, "finetune", "--help"], capture_output=True, text=True, timeout=60)
     assert h.returncode == 0 and "demo_ratio" in h.stdout and "bridge" in h.stdout
-    bad = subprocess.run([ROBOLEARN, "finetune", f"policy={ckpts['gmm']}", "demo_ratio=2"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [ROBOLEARN, "finetune", f"policy={ckpts['gmm']}", "demo_ratio=2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "demo_ratio" in bad.stderr
 
 
@@ -248,12 +303,26 @@ def test_finetuning_does_not_destroy_a_good_bc_policy(tmp_path):
     stays within a margin of the BC actor's (the residual actor's step-0 evaluation)."""
     demos = tmp_path / "reach.hdf5"
     record(RecordConfig(env="robolearn/ReachAround-v0", episodes=30, out=str(demos)))
-    train(TrainConfig(policy=PolicyConfig(head="mse"), data=str(demos), out=str(tmp_path / "bc"),
-                      train=TrainLoopConfig(steps=1500, batch_size=128, val_every=0, eval_episodes=0,
-                                            ckpt_every=1500)))
-    s = finetune(FinetuneConfig(policy=str(tmp_path / "bc/checkpoints/last.pt"), demos=str(demos),
-                                out=str(tmp_path / "ft"), steps=3000, learning_starts=500, eval_episodes=20,
-                                critic_warmup=500, threads=1))
+    train(
+        TrainConfig(
+            policy=PolicyConfig(head="mse"),
+            data=str(demos),
+            out=str(tmp_path / "bc"),
+            train=TrainLoopConfig(steps=1500, batch_size=128, val_every=0, eval_episodes=0, ckpt_every=1500),
+        )
+    )
+    s = finetune(
+        FinetuneConfig(
+            policy=str(tmp_path / "bc/checkpoints/last.pt"),
+            demos=str(demos),
+            out=str(tmp_path / "ft"),
+            steps=3000,
+            learning_starts=500,
+            eval_episodes=20,
+            critic_warmup=500,
+            threads=1,
+        )
+    )
     res = json.loads((tmp_path / "ft/results.json").read_text())
     bc_rate = res["initial"]["success_rate"]
     assert bc_rate >= 0.5, f"the BC policy itself is not good enough for this test: {bc_rate}"

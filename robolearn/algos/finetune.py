@@ -61,7 +61,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +81,11 @@ TRAIN_SEED_BASE = 1_000_000  # training episodes use env seeds far from evaluati
 # ------------------------------------------------------------------------------------------------ config
 @dataclass
 class FinetuneConfig:
-    policy: str = opt("", "BC checkpoint to fine-tune (checkpoints/last.pt of `robolearn train`); "
-                      "may be empty only with bridge=none")
+    policy: str = opt(
+        "",
+        "BC checkpoint to fine-tune (checkpoints/last.pt of `robolearn train`); "
+        "may be empty only with bridge=none",
+    )
     env: str | None = opt(None, "task (default: the checkpoint's)")
     demos: str | None = opt(None, "HDF5 demos mixed into every batch (default: none = online data only)")
     out: str = opt("runs/finetune", "run folder: checkpoints/last.pt, tb/, results.json, config.json")
@@ -90,15 +93,19 @@ class FinetuneConfig:
     steps: int = opt(5000, "online env steps")
     bridge: str = opt("residual", f"how the BC policy becomes the SAC actor: {BRIDGES}")
     residual_scale: float = opt(0.1, "bridge=residual: max size of the residual, in [-1, 1] action units")
-    init_log_std: float | None = opt(None, "initial log std of the actor's pre-tanh Gaussian (None: -1 for "
-                                     "residual, in residual units; -2 for gaussian; bridge=none: MLP init)")
+    init_log_std: float | None = opt(
+        None,
+        "initial log std of the actor's pre-tanh Gaussian (None: -1 for "
+        "residual, in residual units; -2 for gaussian; bridge=none: MLP init)",
+    )
     distill_steps: int = opt(1000, "bridge=gaussian: distillation steps onto the BC actions")
     reward_type: str | None = opt(None, f"reward optimised: {REWARD_TYPES} (default: the checkpoint's)")
     demo_ratio: float = opt(0.5, "share of demo transitions in each batch (RLPD: 0.5)")
     demo_ratio_end: float | None = opt(None, "anneal demo_ratio linearly to this (None = constant)")
     demo_ratio_steps: int = opt(0, "... over this many env steps (needed with demo_ratio_end)")
-    learning_starts: int | None = opt(None, "env steps before the first update (None: 500 with demos, "
-                                      "else 5000)")
+    learning_starts: int | None = opt(
+        None, "env steps before the first update (None: 500 with demos, else 5000)"
+    )
     utd: int = opt(1, "critic updates per env step")
     batch_size: int = opt(256, "transitions per update")
     gamma: float = opt(0.99, "discount")
@@ -124,15 +131,21 @@ class FinetuneConfig:
     ckpt_every: int = opt(1000, "checkpoint every N env steps")
     log_every: int = opt(100, "TensorBoard scalars every N env steps")
     seed: int = opt(0, "seed (torch, numpy, training episodes)")
-    threads: int = opt(0, "torch intra-op threads (0 = torch's default)")
+    threads: int = opt(
+        1,
+        "torch intra-op threads (0 = torch's default; SAC's 256-wide nets gain little from "
+        "more, and extra threads thrash on a shared CPU)",
+    )
 
     def __post_init__(self):
         choice("bridge", self.bridge, BRIDGES)
         if self.policy:
             existing_file("policy", self.policy, "Train one with `robolearn train ... out=DIR`.")
         elif self.bridge != "none":
-            raise ConfigError(f"policy is required with bridge={self.bridge!r} (e.g. policy=runs/bc/checkpoints/"
-                              "last.pt); only bridge=none (SAC from scratch) runs without one")
+            raise ConfigError(
+                f"policy is required with bridge={self.bridge!r} (e.g. policy=runs/bc/checkpoints/"
+                "last.pt); only bridge=none (SAC from scratch) runs without one"
+            )
         elif not self.env:
             raise ConfigError("env is required when no policy is given (e.g. env=robolearn/Lift-v0)")
         if self.env:
@@ -142,8 +155,10 @@ class FinetuneConfig:
         if self.demos:
             existing_file("demos", self.demos, "Record some with `robolearn record ... out=FILE`.")
         if self.bridge == "gaussian" and not self.demos:
-            raise ConfigError("bridge=gaussian distils the BC policy on the demo states: give demos=FILE "
-                              "(or use bridge=residual)")
+            raise ConfigError(
+                "bridge=gaussian distils the BC policy on the demo states: give demos=FILE "
+                "(or use bridge=residual)"
+            )
         if self.bc_weight > 0 and not self.demos:
             raise ConfigError(f"bc_weight={self.bc_weight} needs demos=FILE (the BC term uses demo actions)")
         if not self.out:
@@ -179,12 +194,26 @@ class FinetuneConfig:
         from robolearn.algos.sac import SACConfig
 
         return SACConfig(
-            gamma=self.gamma, tau=self.tau, actor_lr=self.actor_lr, critic_lr=self.critic_lr,
-            alpha_lr=self.alpha_lr, batch_size=self.batch_size, hidden=tuple(self.hidden),
-            n_critics=self.n_critics, critic_subset=self.critic_subset, layer_norm=self.layer_norm,
-            n_step=self.n_step, utd=self.utd, init_alpha=self.init_alpha, autotune=self.autotune,
-            target_entropy=self.target_entropy, bc_weight=self.bc_weight, critic_warmup=self.critic_warmup,
-            max_grad_norm=self.max_grad_norm, learning_starts=self.starts(), buffer_size=self.buffer_size,
+            gamma=self.gamma,
+            tau=self.tau,
+            actor_lr=self.actor_lr,
+            critic_lr=self.critic_lr,
+            alpha_lr=self.alpha_lr,
+            batch_size=self.batch_size,
+            hidden=tuple(self.hidden),
+            n_critics=self.n_critics,
+            critic_subset=self.critic_subset,
+            layer_norm=self.layer_norm,
+            n_step=self.n_step,
+            utd=self.utd,
+            init_alpha=self.init_alpha,
+            autotune=self.autotune,
+            target_entropy=self.target_entropy,
+            bc_weight=self.bc_weight,
+            critic_warmup=self.critic_warmup,
+            max_grad_norm=self.max_grad_norm,
+            learning_starts=self.starts(),
+            buffer_size=self.buffer_size,
         )
 
 
@@ -224,9 +253,7 @@ class ObsLayout:
         at the start with the first observation (as WindowDataset / ObsHistory do)."""
         T = len(seq[self.keys[0]])
         idx = np.clip(np.arange(T)[:, None] + np.arange(self.To)[None] - (self.To - 1), 0, T - 1)  # (T, To)
-        return np.concatenate(
-            [np.asarray(seq[k], np.float32)[idx].reshape(T, -1) for k in self.keys], axis=1
-        )
+        return np.concatenate([np.asarray(seq[k], np.float32)[idx].reshape(T, -1) for k in self.keys], axis=1)
 
     def unflatten(self, x: Tensor) -> dict[str, Tensor]:
         """(B, D) -> {k: (B, To, *shape)} for the BC policy."""
@@ -331,18 +358,33 @@ def last_columns(da: int) -> Callable[[Tensor], Tensor]:
     return base
 
 
-def build_actor(bridge: str, obs_dim: int, act_dim: int, hidden, residual_scale: float,
-                init_log_std: float | None) -> nn.Module:
+def build_actor(
+    bridge: str, obs_dim: int, act_dim: int, hidden, residual_scale: float, init_log_std: float | None
+) -> nn.Module:
     from robolearn.algos.sac import GaussianActor, ResidualActor
 
     if bridge == "residual":
-        return ResidualActor(last_columns(act_dim), obs_dim, act_dim, scale=residual_scale, hidden=tuple(hidden),
-                             init_log_std=-1.0 if init_log_std is None else init_log_std)
+        return ResidualActor(
+            last_columns(act_dim),
+            obs_dim,
+            act_dim,
+            scale=residual_scale,
+            hidden=tuple(hidden),
+            init_log_std=-1.0 if init_log_std is None else init_log_std,
+        )
     return GaussianActor(obs_dim, act_dim, tuple(hidden))  # bridge=gaussian: then distilled
 
 
-def distill_gaussian(actor: nn.Module, obs: np.ndarray, target: np.ndarray, steps: int, log_std: float,
-                     batch_size: int = 256, lr: float = 1e-3, seed: int = 0) -> float:
+def distill_gaussian(
+    actor: nn.Module,
+    obs: np.ndarray,
+    target: np.ndarray,
+    steps: int,
+    log_std: float,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> float:
     """Regress a GaussianActor's tanh(mu(s)) onto target actions (N, Da) in [-1, 1] (clipped to +-0.99: tanh
     never reaches +-1) and pull its log_std to `log_std`. Returns the final mean-squared error."""
     rng = np.random.default_rng(seed)
@@ -357,13 +399,14 @@ def distill_gaussian(actor: nn.Module, obs: np.ndarray, target: np.ndarray, step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        mse = float(err) / y.shape[1]
+        mse = float(err.detach()) / y.shape[1]
     return mse
 
 
 # ------------------------------------------------------------------------------------------------ demos
-def load_demo_transitions(path, layout: ObsLayout, low, high, reward_type: str,
-                          base: Callable[[Tensor], Tensor] | None) -> dict[str, np.ndarray]:
+def load_demo_transitions(
+    path, layout: ObsLayout, low, high, reward_type: str, base: Callable[[Tensor], Tensor] | None
+) -> dict[str, np.ndarray]:
     """Demo file -> transition arrays in the SAC layout (obs/next_obs (N, D [+ Da]), action (N, Da) in
     [-1, 1], reward, terminated, truncated). Rewards: see the module docstring (relabelled dense -> sparse)."""
     from robolearn.data.store import iter_episodes, read_info
@@ -371,13 +414,17 @@ def load_demo_transitions(path, layout: ObsLayout, low, high, reward_type: str,
     info = read_info(path)
     missing = [k for k in layout.keys if k not in info.obs_keys]
     if missing:
-        raise ConfigError(f"demos={str(path)!r} lacks observation keys {missing} that the policy uses "
-                          f"(the file has {sorted(info.obs_keys)})")
+        raise ConfigError(
+            f"demos={str(path)!r} lacks observation keys {missing} that the policy uses "
+            f"(the file has {sorted(info.obs_keys)})"
+        )
     file_rt = info.env_kwargs.get("reward_type", "dense")
     if file_rt != reward_type and not (file_rt == "dense" and reward_type == "sparse"):
-        raise ConfigError(f"demos={str(path)!r} were recorded with reward_type={file_rt!r}; their rewards cannot "
-                          f"be relabelled as {reward_type!r}. Fix: record them with reward_type={reward_type}, or "
-                          f"fine-tune with reward_type={file_rt}")
+        raise ConfigError(
+            f"demos={str(path)!r} were recorded with reward_type={file_rt!r}; their rewards cannot "
+            f"be relabelled as {reward_type!r}. Fix: record them with reward_type={reward_type}, or "
+            f"fine-tune with reward_type={file_rt}"
+        )
     parts: dict[str, list] = {k: [] for k in ("h", "action", "reward", "terminated", "truncated")}
     for name, ep in iter_episodes(path):
         T = len(ep["actions"])
@@ -411,9 +458,12 @@ def load_demo_transitions(path, layout: ObsLayout, low, high, reward_type: str,
     ends = np.cumsum(lens)
     first = np.concatenate([np.arange(e - n, e - 1) for e, n in zip(ends, lens)])
     return {
-        "obs": h[first], "next_obs": h[first + 1],
-        "action": np.concatenate(parts["action"]), "reward": np.concatenate(parts["reward"]),
-        "terminated": np.concatenate(parts["terminated"]), "truncated": np.concatenate(parts["truncated"]),
+        "obs": h[first],
+        "next_obs": h[first + 1],
+        "action": np.concatenate(parts["action"]),
+        "reward": np.concatenate(parts["reward"]),
+        "terminated": np.concatenate(parts["terminated"]),
+        "truncated": np.concatenate(parts["truncated"]),
         "episodes": len(lens),
     }
 
@@ -425,9 +475,17 @@ class SACActorPolicy:
     Keeps its own observation history; acts with the deterministic mean action unless
     `deterministic=False`. `observe(obs)` returns the SAC observation (history [+ BC action])."""
 
-    def __init__(self, actor: nn.Module, layout: ObsLayout, low: np.ndarray, high: np.ndarray,
-                 base: Callable[[Tensor], Tensor] | None = None, deterministic: bool = True,
-                 env_id: str | None = None, env_kwargs: dict | None = None):
+    def __init__(
+        self,
+        actor: nn.Module,
+        layout: ObsLayout,
+        low: np.ndarray,
+        high: np.ndarray,
+        base: Callable[[Tensor], Tensor] | None = None,
+        deterministic: bool = True,
+        env_id: str | None = None,
+        env_kwargs: dict | None = None,
+    ):
         self.actor, self.layout, self.base = actor, layout, base
         self.low, self.high = np.asarray(low, np.float32), np.asarray(high, np.float32)
         self.deterministic = deterministic
@@ -477,8 +535,17 @@ def evaluate_actor(pol: SACActorPolicy, env, episodes: int, seed: int = 0) -> di
                     first = length
                 if term or trunc:
                     break
-            records.append({"seed_group": seed, "episode": i, "seed": env_seed, "success": first is not None,
-                            "return": ret, "length": length, "steps_to_success": first})
+            records.append(
+                {
+                    "seed_group": seed,
+                    "episode": i,
+                    "seed": env_seed,
+                    "success": first is not None,
+                    "return": ret,
+                    "length": length,
+                    "steps_to_success": first,
+                }
+            )
     finally:
         pol.deterministic = was
     dt = env_dt(env) or 1.0 / float(env.metadata.get("render_fps", 20) or 20)
@@ -504,8 +571,16 @@ def sac_actor_from_checkpoint(ck: dict, deterministic: bool = True) -> SACActorP
     actor = build_actor(ck["bridge"], obs_dim, da, ck["actor_hidden"], float(ck["residual_scale"]), None)
     actor.load_state_dict(ck["sac"]["actor"])
     actor.eval()
-    return SACActorPolicy(actor, layout, low, high, base, deterministic, ck.get("env_id"),
-                          json.loads(ck.get("env_kwargs") or "{}"))
+    return SACActorPolicy(
+        actor,
+        layout,
+        low,
+        high,
+        base,
+        deterministic,
+        ck.get("env_id"),
+        json.loads(ck.get("env_kwargs") or "{}"),
+    )
 
 
 def load_finetuned(path: str | os.PathLike, deterministic: bool = True) -> SACActorPolicy:
@@ -525,8 +600,12 @@ def _buffer_into(buffer, state: dict) -> None:
         return
     n, ptr = int(state["size"]), int(state["ptr"])
     order = np.r_[ptr:n, 0:ptr] if n == int(state["capacity"]) else np.arange(n)
-    arr = {k: state[k].numpy()[order] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")}
-    buffer.add_batch(arr["obs"], arr["action"], arr["reward"], arr["next_obs"], arr["terminated"], arr["truncated"])
+    arr = {
+        k: state[k].numpy()[order] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")
+    }
+    buffer.add_batch(
+        arr["obs"], arr["action"], arr["reward"], arr["next_obs"], arr["terminated"], arr["truncated"]
+    )
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
@@ -548,20 +627,29 @@ def finetune(cfg: FinetuneConfig) -> dict:
     resume_ck = None
     if cfg.resume:
         if not ckpt_path.exists():
-            raise ConfigError(f"resume=true but {ckpt_path} does not exist. Fix: drop resume=true to start afresh")
+            raise ConfigError(
+                f"resume=true but {ckpt_path} does not exist. Fix: drop resume=true to start afresh"
+            )
         resume_ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if resume_ck.get("format") != FORMAT:
-            raise ConfigError(f"{ckpt_path} is not a finetune checkpoint (format={resume_ck.get('format')!r})")
+            raise ConfigError(
+                f"{ckpt_path} is not a finetune checkpoint (format={resume_ck.get('format')!r})"
+            )
         if resume_ck["bridge"] != cfg.bridge:
-            raise ConfigError(f"resume=true with bridge={cfg.bridge!r}, but the run used bridge="
-                              f"{resume_ck['bridge']!r}. Fix: bridge={resume_ck['bridge']}")
+            raise ConfigError(
+                f"resume=true with bridge={cfg.bridge!r}, but the run used bridge="
+                f"{resume_ck['bridge']!r}. Fix: bridge={resume_ck['bridge']}"
+            )
 
     # ---- the BC policy (from the run's checkpoint when resuming: the original file may be gone)
     bc = None
     bc_ck_env, bc_ck_kwargs = None, {}
     if resume_ck is not None and resume_ck.get("bc_policy") is not None:
         bc = build_policy(resume_ck["bc_policy"], use_ema=True)
-        bc_ck_env, bc_ck_kwargs = resume_ck.get("bc_env_id"), json.loads(resume_ck.get("bc_env_kwargs") or "{}")
+        bc_ck_env, bc_ck_kwargs = (
+            resume_ck.get("bc_env_id"),
+            json.loads(resume_ck.get("bc_env_kwargs") or "{}"),
+        )
     elif cfg.policy:
         bc = load_policy(cfg.policy, use_ema=True)
         raw = torch.load(cfg.policy, map_location="cpu", weights_only=True)
@@ -572,8 +660,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
         check_bridge(bc.cfg.head, cfg.bridge)
     env_id = cfg.env or bc_ck_env
     if not env_id:
-        raise ConfigError(f"the checkpoint {cfg.policy!r} does not record its env; give env=... "
-                          "(e.g. env=robolearn/Lift-v0)")
+        raise ConfigError(
+            f"the checkpoint {cfg.policy!r} does not record its env; give env=... "
+            "(e.g. env=robolearn/Lift-v0)"
+        )
     env_kwargs = dict(bc_ck_kwargs) if env_id == bc_ck_env else {}
     if is_robolearn_task(env_id):
         env_kwargs.setdefault("reward_type", "dense")
@@ -592,12 +682,16 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if bc is not None:
         layout = ObsLayout.from_spec(bc.spec)
         if int(bc.spec["action_dim"]) != da:
-            raise ConfigError(f"the policy outputs action_dim={bc.spec['action_dim']} but env {env_id!r} takes {da}")
+            raise ConfigError(
+                f"the policy outputs action_dim={bc.spec['action_dim']} but env {env_id!r} takes {da}"
+            )
         env_shapes = {k: tuple(s.shape) for k, s in env.observation_space.spaces.items()}
         bad = [k for k, s in zip(layout.keys, layout.shapes) if env_shapes.get(k) != s]
         if bad:
-            raise ConfigError(f"env {env_id!r} does not provide the policy's observation keys/shapes {bad} "
-                              f"(env: {env_shapes})")
+            raise ConfigError(
+                f"env {env_id!r} does not provide the policy's observation keys/shapes {bad} "
+                f"(env: {env_shapes})"
+            )
     else:
         sp = env.observation_space.spaces
         keys = sorted(k for k, s in sp.items() if s.dtype != np.uint8)
@@ -628,20 +722,36 @@ def finetune(cfg: FinetuneConfig) -> dict:
         demo_info = {"demo_episodes": d["episodes"], "demo_transitions": len(d["reward"])}
         log.info("demos: %d episodes, %d transitions from %s", d["episodes"], len(d["reward"]), cfg.demos)
         if cfg.bridge == "gaussian" and resume_ck is None:
-            mse = distill_gaussian(actor, d["obs"], batched(base, d["obs"]), cfg.distill_steps,
-                                   init_log_std, seed=cfg.seed)
+            mse = distill_gaussian(
+                actor, d["obs"], batched(base, d["obs"]), cfg.distill_steps, init_log_std, seed=cfg.seed
+            )
             demo_info["distill_mse"] = mse
-            log.info("bridge=gaussian: distilled the %s policy in %d steps, mse per dim %.4g",
-                     bc.cfg.head, cfg.distill_steps, mse)
+            log.info(
+                "bridge=gaussian: distilled the %s policy in %d steps, mse per dim %.4g",
+                bc.cfg.head,
+                cfg.distill_steps,
+                mse,
+            )
 
     agent = SAC(actor, obs_dim, da, sac_cfg)
     capacity = min(cfg.buffer_size, cfg.steps)
     online = ReplayBuffer(obs_dim, da, capacity, cfg.n_step, cfg.gamma)
-    schedule = (LinearSchedule(cfg.demo_ratio, cfg.demo_ratio_end, cfg.demo_ratio_steps)
-                if cfg.demo_ratio_end is not None else cfg.demo_ratio)
+    schedule = (
+        LinearSchedule(cfg.demo_ratio, cfg.demo_ratio_end, cfg.demo_ratio_steps)
+        if cfg.demo_ratio_end is not None
+        else cfg.demo_ratio
+    )
     sampler = MixedSampler(demo_buf, online, schedule) if demo_buf is not None else None
-    pol = SACActorPolicy(actor, layout, low, high, base if use_base else None, deterministic=False,
-                         env_id=env_id, env_kwargs=env_kwargs)
+    pol = SACActorPolicy(
+        actor,
+        layout,
+        low,
+        high,
+        base if use_base else None,
+        deterministic=False,
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+    )
 
     start, episodes = 0, 0
     history: dict = {"eval": []}
@@ -666,30 +776,33 @@ def finetune(cfg: FinetuneConfig) -> dict:
         bc_path = resume_ck.get("bc_path", bc_path)
 
     def checkpoint(step: int) -> None:
-        atomic_save({
-            "format": FORMAT,
-            "env_id": env_id,
-            "env_kwargs": json.dumps(env_kwargs),
-            "bridge": cfg.bridge,
-            "obs_layout": layout.to_json(),
-            "action_low": torch.from_numpy(low),
-            "action_high": torch.from_numpy(high),
-            "residual_scale": cfg.residual_scale,
-            "actor_hidden": list(cfg.hidden),
-            "bc_policy": bc_state,
-            "bc_path": bc_path,
-            "bc_env_id": bc_ck_env,
-            "bc_env_kwargs": json.dumps(bc_ck_kwargs),
-            "sac": agent.state_dict(),
-            "replay": online.state_dict(),
-            "demo_replay": demo_buf.state_dict() if demo_buf is not None else None,
-            "step": step,
-            "episodes": episodes,
-            "rng_numpy": json.dumps(rng.bit_generator.state),
-            "rng_torch": torch.get_rng_state(),
-            "finetune_config": _plain_cfg(cfg),
-            "history": json.dumps(history),
-        }, ckpt_path)
+        atomic_save(
+            {
+                "format": FORMAT,
+                "env_id": env_id,
+                "env_kwargs": json.dumps(env_kwargs),
+                "bridge": cfg.bridge,
+                "obs_layout": layout.to_json(),
+                "action_low": torch.from_numpy(low),
+                "action_high": torch.from_numpy(high),
+                "residual_scale": cfg.residual_scale,
+                "actor_hidden": list(cfg.hidden),
+                "bc_policy": bc_state,
+                "bc_path": bc_path,
+                "bc_env_id": bc_ck_env,
+                "bc_env_kwargs": json.dumps(bc_ck_kwargs),
+                "sac": agent.state_dict(),
+                "replay": online.state_dict(),
+                "demo_replay": demo_buf.state_dict() if demo_buf is not None else None,
+                "step": step,
+                "episodes": episodes,
+                "rng_numpy": json.dumps(rng.bit_generator.state),
+                "rng_torch": torch.get_rng_state(),
+                "finetune_config": _plain_cfg(cfg),
+                "history": json.dumps(history),
+            },
+            ckpt_path,
+        )
 
     def run_eval(step: int) -> dict:
         t0 = time.perf_counter()
@@ -701,9 +814,12 @@ def finetune(cfg: FinetuneConfig) -> dict:
         writer.add_scalar("eval/return", res["return_mean"], step)
         if res["cycle_time_steps"] is not None:
             writer.add_scalar("eval/cycle_time_steps", res["cycle_time_steps"], step)
-        history["eval"].append({"step": step, **{k: res[k] for k in ("success_rate", "return_mean",
-                                                                       "cycle_time_steps")}})
-        log.info("step %d: eval success %.0f%%, return %.2f", step, 100 * res["success_rate"], res["return_mean"])
+        history["eval"].append(
+            {"step": step, **{k: res[k] for k in ("success_rate", "return_mean", "cycle_time_steps")}}
+        )
+        log.info(
+            "step %d: eval success %.0f%%, return %.2f", step, 100 * res["success_rate"], res["return_mean"]
+        )
         return res
 
     starts = cfg.starts()
@@ -774,21 +890,29 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 if step % cfg.ckpt_every == 0:
                     checkpoint(step)
                 bar.update(1)
-                bar.set_postfix(ep=episodes, ret=f"{np.mean(recent):.2f}" if recent else "-",
-                                **({"eval": f"{last_eval:.0%}"} if last_eval is not None else {}), refresh=False)
+                bar.set_postfix(
+                    ep=episodes,
+                    ret=f"{np.mean(recent):.2f}" if recent else "-",
+                    **({"eval": f"{last_eval:.0%}"} if last_eval is not None else {}),
+                    refresh=False,
+                )
     except KeyboardInterrupt:
         interrupted = True
     except FloatingPointError as e:
         bar.close()
         writer.close()
-        raise FloatingPointError(f"{e} (env step {step}); the run stopped. {ckpt_path} holds the last good "
-                                 "state. Fix: lower the learning rates, set max_grad_norm=, or layer_norm=true") from None
+        raise FloatingPointError(
+            f"{e} (env step {step}); the run stopped. {ckpt_path} holds the last good "
+            "state. Fix: lower the learning rates, set max_grad_norm=, or layer_norm=true"
+        ) from None
     finally:
         bar.close()
     if interrupted:
         checkpoint(step)  # Ctrl-C/SIGTERM: nothing is lost; resume=true continues from here
         writer.close()
-        log.info("interrupted at env step %d; checkpoint saved to %s (resume=true continues)", step, ckpt_path)
+        log.info(
+            "interrupted at env step %d; checkpoint saved to %s (resume=true continues)", step, ckpt_path
+        )
         return {"interrupted": True, "step": step, "checkpoint": str(ckpt_path)}
 
     busy = time.perf_counter() - t_start - timing["eval"]
@@ -799,8 +923,13 @@ def finetune(cfg: FinetuneConfig) -> dict:
     results = {
         "policy": str(ckpt_path),
         "bc_policy": bc_path,
-        "policy_info": {"kind": "sac", "format": FORMAT, "bridge": cfg.bridge,
-                        "head": bc.cfg.head if bc is not None else None, "To": layout.To},
+        "policy_info": {
+            "kind": "sac",
+            "format": FORMAT,
+            "bridge": cfg.bridge,
+            "head": bc.cfg.head if bc is not None else None,
+            "To": layout.To,
+        },
         "env": env_id,
         "env_kwargs": env_kwargs,
         "episodes_per_seed": cfg.eval_episodes,
@@ -808,8 +937,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "episode_seed_rule": "env seed = seed * 10000 + episode",
         "steps": cfg.steps,
         **res,
-        "initial": None if initial is None else {k: initial[k] for k in ("success_rate", "success_ci",
-                                                                          "return_mean", "cycle_time_steps")},
+        "initial": None
+        if initial is None
+        else {k: initial[k] for k in ("success_rate", "success_ci", "return_mean", "cycle_time_steps")},
         "history": history["eval"],
         **demo_info,
     }
@@ -856,7 +986,9 @@ def compose_config(args: list[str]) -> FinetuneConfig:
     overrides = [a[2:] if a.startswith("++") else a[1:] if a.startswith("+") else a for a in args]
     bad = [a for a in overrides if "=" not in a]
     if bad:
-        raise UserError(f"config error: arguments must be key=value, got {bad} (see `robolearn finetune --help`)")
+        raise UserError(
+            f"config error: arguments must be key=value, got {bad} (see `robolearn finetune --help`)"
+        )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(FinetuneConfig), OmegaConf.from_dotlist(overrides))
         return OmegaConf.to_object(merged)
@@ -874,7 +1006,9 @@ def cmd_finetune(args: list[str]) -> int:
 
     if any(a in ("-h", "--help") for a in args):
         print(_config_help("finetune", FinetuneConfig))
-        print(f"\n  bridges: residual (any head), gaussian ({'/'.join(GAUSSIAN_HEADS)} heads), none (SAC from scratch)")
+        print(
+            f"\n  bridges: residual (any head), gaussian ({'/'.join(GAUSSIAN_HEADS)} heads), none (SAC from scratch)"
+        )
         return 0
     cfg = compose_config(args)
     try:
@@ -885,5 +1019,18 @@ def cmd_finetune(args: list[str]) -> int:
     return 130 if summary.get("interrupted") else 0
 
 
-__all__ = ["FinetuneConfig", "finetune", "cmd_finetune", "compose_config", "sac_actor_from_checkpoint", "load_finetuned",
-           "SACActorPolicy", "ObsLayout", "check_bridge", "bc_base", "evaluate_actor", "FORMAT", "BRIDGES"]
+__all__ = [
+    "FinetuneConfig",
+    "finetune",
+    "cmd_finetune",
+    "compose_config",
+    "sac_actor_from_checkpoint",
+    "load_finetuned",
+    "SACActorPolicy",
+    "ObsLayout",
+    "check_bridge",
+    "bc_base",
+    "evaluate_actor",
+    "FORMAT",
+    "BRIDGES",
+]

@@ -1,14 +1,23 @@
 """`robolearn eval` config: a typed dataclass registered in Hydra's ConfigStore as "eval".
 
-    robolearn eval policy=runs/bc/policy.pt episodes=50 seeds=[0,1,2] workers=2
-    robolearn eval policy=scripted env=robolearn/PushT-v0          # the reference row
+robolearn eval policy=runs/bc/policy.pt episodes=50 seeds=[0,1,2] workers=2
+robolearn eval policy=scripted env=robolearn/PushT-v0          # the reference row
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from robolearn.config import OBS_MODES, REWARD_TYPES, ConfigError, choice, env_id, existing_file, opt, positive
+from robolearn.config import (
+    OBS_MODES,
+    REWARD_TYPES,
+    ConfigError,
+    choice,
+    env_id,
+    existing_file,
+    opt,
+    positive,
+)
 
 REFERENCE_POLICIES = ("scripted", "random")
 
@@ -31,7 +40,9 @@ class EvalConfig:
 
     def __post_init__(self):
         if self.policy not in REFERENCE_POLICIES:
-            existing_file("policy", self.policy, "Give a checkpoint file, or policy=scripted | policy=random.")
+            existing_file(
+                "policy", self.policy, "Give a checkpoint file, or policy=scripted | policy=random."
+            )
         elif self.env is None:
             raise ConfigError(f"env is required with policy={self.policy} (e.g. env=robolearn/Lift-v0)")
         if self.env is not None:
@@ -54,8 +65,12 @@ class EvalConfig:
             positive("Ta", self.Ta)
         positive("noise", self.noise, zero_ok=True)
         if self.noise > 0 and self.policy != "scripted":
-            raise ConfigError(f"noise={self.noise!r} only applies to policy=scripted (policy={self.policy!r})")
+            raise ConfigError(
+                f"noise={self.noise!r} only applies to policy=scripted (policy={self.policy!r})"
+            )
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
-            raise ConfigError(f"device={self.device!r} is not valid; valid options: ['cpu', 'cuda', 'cuda:N']")
+            raise ConfigError(
+                f"device={self.device!r} is not valid; valid options: ['cpu', 'cuda', 'cuda:N']"
+            )
         if not self.out:
             raise ConfigError("out is required (e.g. out=runs/eval/lift_bc)")

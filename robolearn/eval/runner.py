@@ -44,8 +44,18 @@ log = logging.getLogger(__name__)
 EPISODE_SEED_STRIDE = 10_000
 REFERENCE_POLICIES = ("scripted", "random")
 SUCCESS_COLOR, FAILURE_COLOR = (0, 200, 0), (220, 0, 0)
-CSV_FIELDS = ("index", "seed_group", "episode", "seed", "success", "return", "length", "steps_to_success",
-              "time_to_success_s", "video")
+CSV_FIELDS = (
+    "index",
+    "seed_group",
+    "episode",
+    "seed",
+    "success",
+    "return",
+    "length",
+    "steps_to_success",
+    "time_to_success_s",
+    "video",
+)
 
 
 class EvalError(ValueError):
@@ -82,7 +92,9 @@ class _ReferenceActor(gym.Wrapper):
         return self._obs, r, term, trunc, info
 
 
-def _make_eval_env(env_id: str, env_kwargs: dict, render: bool, reference: str | None, noise: float) -> gym.Env:
+def _make_eval_env(
+    env_id: str, env_kwargs: dict, render: bool, reference: str | None, noise: float
+) -> gym.Env:
     """Top-level (picklable) env factory for the vector envs' workers."""
     env = make_env(env_id, render_mode="rgb_array" if render else None, **env_kwargs)
     if reference is not None:
@@ -107,7 +119,9 @@ def check_compatible(spec: dict, obs_space: gym.spaces.Dict, action_space: gym.S
     shape = getattr(action_space, "shape", None)
     env_da = int(shape[0]) if shape is not None and len(shape) == 1 else None
     if env_da is None:
-        raise EvalError(f"env {env_id!r} has a non-Box action space {action_space}; policies output Box actions")
+        raise EvalError(
+            f"env {env_id!r} has a non-Box action space {action_space}; policies output Box actions"
+        )
     if int(spec["action_dim"]) != env_da:
         raise EvalError(
             f"action dimension mismatch: the policy outputs action_dim={spec['action_dim']} but env "
@@ -146,7 +160,9 @@ def evaluate_policy(
     plan = episode_seeds(seed, episodes)
     reference = policy if isinstance(policy, str) else None
     if reference is not None and reference not in REFERENCE_POLICIES:
-        raise EvalError(f"policy={reference!r} is not valid here; valid options: Policy object, {REFERENCE_POLICIES}")
+        raise EvalError(
+            f"policy={reference!r} is not valid here; valid options: Policy object, {REFERENCE_POLICIES}"
+        )
     if videos and video_dir is None:
         raise EvalError(f"videos={videos} needs video_dir")
 
@@ -177,14 +193,31 @@ def evaluate_policy(
     envs = vec_cls([fn] * W, autoreset_mode=gym.vector.AutoresetMode.DISABLED, **kw)
     t0 = time.perf_counter()
     try:
-        records, video_paths = _rollout(envs, W, policy if reference is None else None, plan, dt,
-                                        Ta, temporal_ensemble, videos, video_dir, on_episode)
+        records, video_paths = _rollout(
+            envs,
+            W,
+            policy if reference is None else None,
+            plan,
+            dt,
+            Ta,
+            temporal_ensemble,
+            videos,
+            video_dir,
+            on_episode,
+        )
     finally:
         envs.close()
     wall = time.perf_counter() - t0
     out = summarize(records, dt)
-    out.update(env=env_id, env_kwargs=env_kwargs, dt=dt, wall_s=wall, episodes_per_s=len(records) / wall,
-               videos=video_paths, records=records)
+    out.update(
+        env=env_id,
+        env_kwargs=env_kwargs,
+        dt=dt,
+        wall_s=wall,
+        episodes_per_s=len(records) / wall,
+        videos=video_paths,
+        records=records,
+    )
     return out
 
 
@@ -229,7 +262,8 @@ def _rollout(envs, W, policy, plan, dt, Ta, temporal_ensemble, videos, video_dir
             action = np.zeros((W, *act_dim), np.float32)
         obs, r, term, trunc, info = envs.step(action.astype(np.float32, copy=False))
         succ = np.asarray(info.get("is_success", np.zeros(W, bool)), bool) & np.asarray(
-            info.get("_is_success", np.ones(W, bool)), bool)
+            info.get("_is_success", np.ones(W, bool)), bool
+        )
         active = np.array([s is not None for s in slots])
         ret += np.where(active, r, 0.0)
         length += active
@@ -242,9 +276,18 @@ def _rollout(envs, W, policy, plan, dt, Ta, temporal_ensemble, videos, video_dir
         for j in np.flatnonzero(finished):
             k, (group, i, env_seed) = slots[j]
             success = first[j] is not None
-            rec = {"index": k, "seed_group": group, "episode": i, "seed": env_seed, "success": success,
-                   "return": float(ret[j]), "length": int(length[j]), "steps_to_success": first[j],
-                   "time_to_success_s": None if first[j] is None else first[j] * dt, "video": None}
+            rec = {
+                "index": k,
+                "seed_group": group,
+                "episode": i,
+                "seed": env_seed,
+                "success": success,
+                "return": float(ret[j]),
+                "length": int(length[j]),
+                "steps_to_success": first[j],
+                "time_to_success_s": None if first[j] is None else first[j] * dt,
+                "video": None,
+            }
             if frames[j] is not None:
                 label = f"ep {k}  seed {env_seed}  {'success' if success else 'failure'}"
                 color = SUCCESS_COLOR if success else FAILURE_COLOR
@@ -261,7 +304,10 @@ def _rollout(envs, W, policy, plan, dt, Ta, temporal_ensemble, videos, video_dir
             # finished (and idle-but-terminated) envs restart; only real episodes get a fixed seed
             seeds = [slots[j][1][2] if done[j] and slots[j] is not None else None for j in range(W)]
             new_obs, _ = envs.reset(seed=seeds, options={"reset_mask": done})
-            obs = {key: np.where(done.reshape(-1, *[1] * (v.ndim - 1)), new_obs[key], v) for key, v in obs.items()}
+            obs = {
+                key: np.where(done.reshape(-1, *[1] * (v.ndim - 1)), new_obs[key], v)
+                for key, v in obs.items()
+            }
             capture(fresh_only=True)  # the first frame of video episodes that just started
         if history is not None:
             history.reset(mask=done)
@@ -302,8 +348,10 @@ def _resolve(cfg):
         policy, ckpt_env, ckpt_kwargs = load_checkpoint(cfg.policy, cfg.device)
     env_id = cfg.env or ckpt_env
     if env_id is None:
-        raise EvalError(f"the checkpoint {cfg.policy!r} does not record its env_id; give env=... (e.g. "
-                        "env=robolearn/Lift-v0)")
+        raise EvalError(
+            f"the checkpoint {cfg.policy!r} does not record its env_id; give env=... (e.g. "
+            "env=robolearn/Lift-v0)"
+        )
     if cfg.env and ckpt_env and cfg.env != ckpt_env:
         log.warning("evaluating on env=%s, but the checkpoint was trained on %s", cfg.env, ckpt_env)
     env_kwargs = dict(ckpt_kwargs) if (env_id == ckpt_env) else {}
@@ -341,9 +389,20 @@ def evaluate(cfg, show: bool = True) -> dict:
             bar.set_postfix(success=f"{n_succ[0] / bar.n:.0%}")
 
     try:
-        res = evaluate_policy(policy, env_id, env_kwargs, episodes=cfg.episodes, seed=list(cfg.seeds),
-                              workers=cfg.workers, video_dir=out / "videos", videos=cfg.videos, Ta=cfg.Ta,
-                              temporal_ensemble=cfg.temporal_ensemble, noise=cfg.noise, on_episode=on_episode)
+        res = evaluate_policy(
+            policy,
+            env_id,
+            env_kwargs,
+            episodes=cfg.episodes,
+            seed=list(cfg.seeds),
+            workers=cfg.workers,
+            video_dir=out / "videos",
+            videos=cfg.videos,
+            Ta=cfg.Ta,
+            temporal_ensemble=cfg.temporal_ensemble,
+            noise=cfg.noise,
+            on_episode=on_episode,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -390,7 +449,10 @@ def print_summary(results: dict, out: Path | None = None) -> None:
     lo, hi = results["success_ci"]
     cyc = results["cycle_time_s"]
     rows = [
-        ("episodes", f"{results['episodes']} ({len(results['seeds'])} seed(s) x {results['episodes_per_seed']})"),
+        (
+            "episodes",
+            f"{results['episodes']} ({len(results['seeds'])} seed(s) x {results['episodes_per_seed']})",
+        ),
         ("success_rate", f"{results['success_rate']:.1%}  [95% CI {lo:.1%}, {hi:.1%}]"),
         ("return", f"{results['return_mean']:.3g} ± {results['return_std']:.3g}"),
         ("length_mean", f"{results['length_mean']:.1f}"),

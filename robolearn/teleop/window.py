@@ -44,6 +44,12 @@ class TeleopWindow:
             raise NoDisplayError(NO_DISPLAY_MSG)
         self.pg = pg = import_pygame()
         pg.display.init()  # not pygame.init(): no audio (ALSA noise on machines without a sound card)
+        driver = pg.display.get_driver()
+        if driver in ("offscreen", "dummy") and os.environ.get("SDL_VIDEODRIVER") != driver:
+            # SDL falls back to an invisible offscreen window when DISPLAY names no running X server
+            pg.display.quit()
+            where = f"DISPLAY={os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')!s}"
+            raise NoDisplayError(f"{NO_DISPLAY_MSG} [{where} could not be opened: no X server there?]")
         pg.font.init()
         self.scale = int(scale)
         self.frame_shape = tuple(frame_shape[:2])
