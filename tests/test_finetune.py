@@ -207,7 +207,7 @@ def test_sac_actor_from_checkpoint_acts_without_bc_file(bc, tmp_path):
     actor.reset()
     np.testing.assert_array_equal(actor.act(obs), a1)  # deterministic
     # matches the evaluation the trainer ran
-    res = ft.evaluate_actor(actor, env, 1)
+    res = ft.evaluate_actor(actor, actor.env_id, actor.env_kwargs, 1)
     assert res["return_mean"] == pytest.approx(
         json.loads((tmp_path / "run/results.json").read_text())["return_mean"]
     )
@@ -325,5 +325,6 @@ def test_finetuning_does_not_destroy_a_good_bc_policy(tmp_path):
     )
     res = json.loads((tmp_path / "ft/results.json").read_text())
     bc_rate = res["initial"]["success_rate"]
+    print(f"ReachAround: BC (step 0) success {bc_rate:.2f}, after 3000 SAC steps {s['success_rate']:.2f}")
     assert bc_rate >= 0.5, f"the BC policy itself is not good enough for this test: {bc_rate}"
     assert s["success_rate"] >= bc_rate - 0.2, (bc_rate, s["success_rate"])

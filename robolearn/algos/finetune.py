@@ -512,44 +512,16 @@ class SACActorPolicy:
         return from_unit(self.act_unit(self.observe(obs)), self.low, self.high)
 
 
-def evaluate_actor(pol: SACActorPolicy, env, episodes: int, seed: int = 0) -> dict:
-    """Deterministic rollouts on env seeds seed*10_000 + i (as `robolearn eval`); the metrics of
-    robolearn.eval.metrics.summarize (success_rate, success_ci, return_mean, cycle_time_steps, ...)."""
-    from robolearn.envutil import env_dt
-    from robolearn.eval.metrics import summarize
+def evaluate_actor(pol: SACActorPolicy, env_id: str, env_kwargs: dict, episodes: int, seed: int = 0) -> dict:
+    """Deterministic rollouts through `robolearn eval`'s runner (same env seeds seed*10_000 + i, same metrics)."""
+    from robolearn.eval.runner import evaluate_policy
 
     was = pol.deterministic
     pol.deterministic = True
-    records = []
     try:
-        for i in range(episodes):
-            env_seed = seed * 10_000 + i
-            obs, _ = env.reset(seed=env_seed)
-            pol.reset()
-            ret, length, first = 0.0, 0, None
-            while True:
-                obs, r, term, trunc, info = env.step(pol.act(obs))
-                ret += float(r)
-                length += 1
-                if first is None and info.get("is_success", False):
-                    first = length
-                if term or trunc:
-                    break
-            records.append(
-                {
-                    "seed_group": seed,
-                    "episode": i,
-                    "seed": env_seed,
-                    "success": first is not None,
-                    "return": ret,
-                    "length": length,
-                    "steps_to_success": first,
-                }
-            )
+        return evaluate_policy(pol, env_id, env_kwargs, episodes=episodes, seed=seed)
     finally:
         pol.deterministic = was
-    dt = env_dt(env) or 1.0 / float(env.metadata.get("render_fps", 20) or 20)
-    return summarize(records, dt)
 
 
 def sac_actor_from_checkpoint(ck: dict, deterministic: bool = True) -> SACActorPolicy:
@@ -672,7 +644,6 @@ def finetune(cfg: FinetuneConfig) -> dict:
         env_kwargs["obs_mode"] = "state"  # low-dim keys only (checked below); no rendering cost
     reward_type = env_kwargs.get("reward_type", cfg.reward_type or "dense")
     env = make_env(env_id, **env_kwargs)
-    eval_env = make_env(env_id, **env_kwargs)
     space = env.action_space
     if len(space.shape) != 1 or not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
         raise ConfigError(f"env {env_id!r} has action space {space}; finetune needs a bounded 1-D Box")
@@ -807,7 +778,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     def run_eval(step: int) -> dict:
         t0 = time.perf_counter()
         actor.eval()
-        res = evaluate_actor(pol, eval_env, cfg.eval_episodes, seed=0)
+        res = evaluate_actor(pol, env_id, env_kwargs, cfg.eval_episodes, seed=0)
         actor.train()
         timing["eval"] += time.perf_counter() - t0
         writer.add_scalar("eval/success_rate", res["success_rate"], step)
@@ -969,38 +940,6 @@ def finetune(cfg: FinetuneConfig) -> dict:
     return summary
 
 
-def compose_config(args: list[str]) -> FinetuneConfig:
-    """`robolearn.cli.compose("finetune", args)`, falling back to a plain OmegaConf merge when Hydra reads
-    `policy=...` as the BC trainer's `policy` config group ("Could not override 'policy'. No match in the
-    defaults list": the group is registered for every command). Same dataclass, same validation."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from robolearn.cli import UserError, compose
-
-    try:
-        return compose("finetune", args)
-    except UserError as e:
-        if "override 'policy'" not in str(e):
-            raise
-    overrides = [a[2:] if a.startswith("++") else a[1:] if a.startswith("+") else a for a in args]
-    bad = [a for a in overrides if "=" not in a]
-    if bad:
-        raise UserError(
-            f"config error: arguments must be key=value, got {bad} (see `robolearn finetune --help`)"
-        )
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(FinetuneConfig), OmegaConf.from_dotlist(overrides))
-        return OmegaConf.to_object(merged)
-    except ConfigError as e:
-        raise UserError(f"config error: {e}") from None
-    except OmegaConfBaseException as e:
-        msg = str(e).replace("\n\n", "\n").strip()
-        raise UserError(f"config error: {msg}\n(see `robolearn finetune --help` for the fields)") from None
-    except ValueError as e:
-        raise UserError(f"config error: {e}") from None
-
-
 def cmd_finetune(args: list[str]) -> int:
     from robolearn.cli import UserError, _config_help, _summary_table
 
@@ -1010,7 +949,9 @@ def cmd_finetune(args: list[str]) -> int:
             f"\n  bridges: residual (any head), gaussian ({'/'.join(GAUSSIAN_HEADS)} heads), none (SAC from scratch)"
         )
         return 0
-    cfg = compose_config(args)
+    from robolearn.cli import compose
+
+    cfg = compose("finetune", args)
     try:
         summary = finetune(cfg)
     except (ConfigError, FloatingPointError) as e:
@@ -1023,7 +964,6 @@ __all__ = [
     "FinetuneConfig",
     "finetune",
     "cmd_finetune",
-    "compose_config",
     "sac_actor_from_checkpoint",
     "load_finetuned",
     "SACActorPolicy",

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 EPISODE_SEED_STRIDE = 10_000
 REFERENCE_POLICIES = ("scripted", "random")
+SAC_PREFIX = "sac:"  # policy="sac:<path>": a `robolearn finetune` checkpoint, acting inside each env
 SUCCESS_COLOR, FAILURE_COLOR = (0, 200, 0), (220, 0, 0)
 CSV_FIELDS = (
     "index",
@@ -72,19 +73,31 @@ def episode_seeds(seeds: int | Sequence[int], episodes: int) -> list[tuple[int, 
 
 # ------------------------------------------------------------------------------------------------ envs
 class _ReferenceActor(gym.Wrapper):
-    """Acts with the task's scripted expert (or a uniform random actor) instead of the action it receives.
-    Re-seeded with the episode's env seed at every reset, so its noise is fixed per episode."""
+    """Acts with an in-env actor instead of the action it receives: the task's scripted expert, a uniform
+    random actor, a fine-tuned SAC checkpoint ("sac:<path>", loaded inside the worker) or any object with
+    `reset()` and `act(obs) -> action` (in-process only). Scripted/random actors are re-seeded with the
+    episode's env seed at every reset, so their noise is fixed per episode."""
 
-    def __init__(self, env: gym.Env, kind: str, noise: float = 0.0):
+    def __init__(self, env: gym.Env, kind, noise: float = 0.0):
         super().__init__(env)
         from robolearn.recording import make_expert
 
-        self.actor = make_expert(env, kind, noise=noise, seed=0)
+        if isinstance(kind, str) and kind.startswith(SAC_PREFIX):
+            from robolearn.algos.finetune import load_finetuned
+
+            kind = load_finetuned(kind[len(SAC_PREFIX) :])
+        if isinstance(kind, str):
+            self.actor, self._seeded = make_expert(env, kind, noise=noise, seed=0), True
+        else:
+            self.actor, self._seeded = kind, False
         self._obs = None
 
     def reset(self, *, seed=None, options=None):
         self._obs, info = self.env.reset(seed=seed, options=options)
-        self.actor.reset(seed=seed)
+        if self._seeded:
+            self.actor.reset(seed=seed)
+        else:
+            self.actor.reset()
         return self._obs, info
 
     def step(self, action):
@@ -158,11 +171,15 @@ def evaluate_policy(
     """
     env_kwargs = dict(env_kwargs or {})
     plan = episode_seeds(seed, episodes)
-    reference = policy if isinstance(policy, str) else None
-    if reference is not None and reference not in REFERENCE_POLICIES:
+    in_env_actor = hasattr(policy, "act") and hasattr(policy, "reset") and not hasattr(policy, "spec")
+    reference = policy if isinstance(policy, str) or in_env_actor else None
+    if isinstance(reference, str) and reference not in REFERENCE_POLICIES and not reference.startswith(SAC_PREFIX):
         raise EvalError(
-            f"policy={reference!r} is not valid here; valid options: Policy object, {REFERENCE_POLICIES}"
+            f"policy={reference!r} is not valid here; valid options: Policy object, {REFERENCE_POLICIES}, "
+            f"'{SAC_PREFIX}<finetune checkpoint>', an actor with reset()/act()"
         )
+    if in_env_actor and workers > 1:
+        workers = 1  # an in-memory actor object lives in this process
     if videos and video_dir is None:
         raise EvalError(f"videos={videos} needs video_dir")
 
@@ -330,13 +347,16 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
             f"{str(path)!r} is not a robolearn checkpoint (torch.load with weights_only=True failed: "
             f"{type(e).__name__}: {str(e).splitlines()[0][:200]})"
         ) from e
+    env_kwargs = ckpt.get("env_kwargs") or {} if isinstance(ckpt, dict) else {}
+    if isinstance(env_kwargs, str):  # trainers store it as JSON text
+        env_kwargs = json.loads(env_kwargs)
+    if isinstance(ckpt, dict) and ckpt.get("format") == "robolearn-sac/1":
+        # a `robolearn finetune` checkpoint: its actor runs inside each env (see _ReferenceActor)
+        return f"{SAC_PREFIX}{path}", ckpt.get("env_id"), dict(env_kwargs)
     try:
         policy = build_policy(ckpt)
     except CheckpointError as e:
         raise CheckpointError(f"{str(path)!r}: {e}") from None
-    env_kwargs = ckpt.get("env_kwargs") or {}
-    if isinstance(env_kwargs, str):  # a trainer may store it as JSON text
-        env_kwargs = json.loads(env_kwargs)
     return policy.to(device), ckpt.get("env_id"), dict(env_kwargs)
 
 
@@ -407,7 +427,8 @@ def evaluate(cfg, show: bool = True) -> dict:
         if bar is not None:
             bar.close()
     records = res.pop("records")
-    policy_info: dict[str, Any] = {"kind": cfg.policy if cfg.policy in REFERENCE_POLICIES else "checkpoint"}
+    policy_info: dict[str, Any] = {"kind": cfg.policy if cfg.policy in REFERENCE_POLICIES else
+                                   "sac checkpoint" if isinstance(policy, str) else "checkpoint"}
     if not isinstance(policy, str):
         policy_info.update(head=policy.cfg.head, To=policy.To, Tp=policy.Tp, Ta=cfg.Ta or policy.Ta)
     results = {

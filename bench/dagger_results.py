@@ -1,0 +1,144 @@
+"""Success rate vs expert-labelled steps: plain BC (more demos) vs DAgger vs interventions vs auto.
+
+    .venv/bin/python bench/dagger_results.py --task peginsert --head gmm --seeds 0 1 2
+
+For each training seed: BC on the first n demos of datasets/<task>.hdf5 for n in --bc-demos (labels = their
+steps); DAgger (mode=expert), intervention-DAgger (mode=intervention, scripted human) and mode=auto, each
+starting from the BC policy trained on the smallest demo set, `--rounds` rounds of `--episodes` episodes.
+Every point is evaluated on the same --eval-episodes env seeds. Writes runs/dagger_results/results.json,
+a Markdown table and success_vs_labels.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
+from robolearn.algos.dagger import DaggerConfig, run_dagger
+from robolearn.data.store import EpisodeWriter, iter_episodes, read_info
+from robolearn.eval.runner import evaluate_policy
+from robolearn.policies import PolicyConfig, load_policy
+
+ENV = {"lift": "robolearn/Lift-v0", "pusht": "robolearn/PushT-v0", "reacharound": "robolearn/ReachAround-v0",
+       "peginsert": "robolearn/PegInsert-v0"}
+
+
+def subset(src: Path, n: int, dst: Path) -> int:
+    """The first n episodes of src -> dst (a new store); returns their steps."""
+    from robolearn.data.store import Episode
+
+    if dst.exists():
+        dst.unlink()
+    info = read_info(src)
+    w = EpisodeWriter(dst, info.env_id, info.env_kwargs)
+    steps = 0
+    for _, e in iter_episodes(src, info.demos[:n]):
+        a = e["attrs"]
+        w.append(Episode(obs=e["obs"], next_obs=e["next_obs"], actions=e["actions"], rewards=e["rewards"],
+                         dones=e["dones"], states=e.get("states"), source=a["source"], success=bool(a["success"]),
+                         seed=int(a["seed"])))
+        steps += len(e["actions"])
+    return steps
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="peginsert")
+    ap.add_argument("--head", default="gmm")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--bc-demos", nargs="+", type=int, default=[5, 10, 20, 40])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--episodes", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--eval-episodes", type=int, default=50)
+    ap.add_argument("--modes", nargs="+", default=["expert", "intervention", "auto"])
+    ap.add_argument("--out", default="runs/dagger_results")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    out = Path(a.out) / a.task
+    out.mkdir(parents=True, exist_ok=True)
+    res_path = out / "results.json"
+    res = json.loads(res_path.read_text()) if res_path.exists() else {}
+    src = Path("datasets") / f"{a.task}.hdf5"
+    env = ENV[a.task]
+
+    def loop_cfg(seed):
+        return TrainLoopConfig(steps=a.steps, batch_size=128, seed=seed, eval_episodes=0, val_every=0)
+
+    for seed in a.seeds:
+        for n in a.bc_demos:
+            key = f"bc/{n}/{seed}"
+            if key in res:
+                continue
+            data = out / f"demos_{n}.hdf5"
+            labels = subset(src, n, data)
+            run = out / f"bc_{n}_s{seed}"
+            train(TrainConfig(policy=PolicyConfig(head=a.head), data=str(data), out=str(run), train=loop_cfg(seed)))
+            p = load_policy(run / "checkpoints/last.pt")
+            r = evaluate_policy(p, env, {"obs_mode": "state", "reward_type": "dense"}, episodes=a.eval_episodes,
+                                Ta=p.spec.get("Ta"))
+            res[key] = {"method": "BC", "labels": labels, "success_rate": r["success_rate"]}
+            res_path.write_text(json.dumps(res, indent=2))
+            print(key, res[key], flush=True)
+        n0 = a.bc_demos[0]
+        for mode in a.modes:
+            key = f"{mode}/{seed}"
+            if key in res:
+                continue
+            r = run_dagger(DaggerConfig(policy=str(out / f"bc_{n0}_s{seed}/checkpoints/last.pt"),
+                                        data=str(out / f"demos_{n0}.hdf5"), out=str(out / f"{mode}_s{seed}"),
+                                        mode=mode, rounds=a.rounds, episodes_per_round=a.episodes,
+                                        eval_episodes=a.eval_episodes, seed=seed, train=loop_cfg(seed)))
+            res[key] = {"method": mode, "history": [{"labels": h["labels"], "success_rate": h["success_rate"]}
+                                                    for h in r["history"]]}
+            res_path.write_text(json.dumps(res, indent=2))
+            print(key, res[key], flush=True)
+    report(res, a, out)
+
+
+def report(res, a, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    print(f"\n{a.task}, head {a.head}: success rate (median over seeds {a.seeds}) vs expert-labelled steps\n")
+    print("| method | expert labels (median) | success (median [min-max]) |\n|---|---:|---|")
+    xs, ys = [], []
+    for n in a.bc_demos:
+        rows = [res[f"bc/{n}/{s}"] for s in a.seeds if f"bc/{n}/{s}" in res]
+        if rows:
+            lab, sr = np.median([r["labels"] for r in rows]), [r["success_rate"] for r in rows]
+            xs.append(lab)
+            ys.append(np.median(sr))
+            print(f"| BC, {n} demos | {lab:.0f} | {np.median(sr):.0%} [{min(sr):.0%}-{max(sr):.0%}] |")
+    ax.plot(xs, ys, marker="o", label="BC (more demos)")
+    for mode in a.modes:
+        hs = [res[f"{mode}/{s}"]["history"] for s in a.seeds if f"{mode}/{s}" in res]
+        if not hs:
+            continue
+        k = min(len(h) for h in hs)
+        lab = [np.median([h[i]["labels"] for h in hs]) for i in range(k)]
+        sr = [[h[i]["success_rate"] for h in hs] for i in range(k)]
+        ax.plot(lab, [np.median(s) for s in sr], marker="o", label=f"DAgger mode={mode}")
+        for i in range(1, k):
+            print(f"| {mode}, round {i} | {lab[i]:.0f} | {np.median(sr[i]):.0%} [{min(sr[i]):.0%}-{max(sr[i]):.0%}] |")
+    ax.set_xlabel("expert-labelled steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"{a.task}: {a.head} head, {a.eval_episodes} eval episodes, median of {len(a.seeds)} seeds")
+    fig.tight_layout()
+    fig.savefig(out / "success_vs_labels.png", dpi=120)
+    print(f"\nplot: {out / 'success_vs_labels.png'}")
+
+
+if __name__ == "__main__":
+    main()
