@@ -44,7 +44,7 @@ class LoopSACConfig:
     steps: int = opt(5000, "online env steps of SAC fine-tuning")
     bridge: str = opt("residual", "how the BC policy becomes the SAC actor (see robolearn finetune)")
     demo_ratio: float = opt(0.5, "share of demo transitions in each batch")
-    reward_type: str = opt("dense", "reward SAC optimises: dense | sparse")
+    reward_type: str = opt("sparse", "reward SAC optimises: sparse (success, HIL-SERL's choice) | dense")
     utd: int = opt(1, "critic updates per env step")
     eval_every: int = opt(0, "evaluation every N env steps (0 = only at the end)")
 

@@ -241,27 +241,34 @@ def read_xwd(path) -> np.ndarray:
     return px[..., [2, 1, 0]]  # BGRX (little-endian server) -> RGB
 
 
-def test_record_teleop_end_to_end_with_real_keys(tmp_path, xdisplay):
-    from robolearn.data.store import iter_episodes
-
-    display, fbdir = xdisplay
-    out = tmp_path / "teleop.hdf5"
+def _launch(display, out, episodes):
+    """Start the real tool on `display`; returns (process, xdo, window id) once its window is up and focused."""
     env = _clean_env(DISPLAY=display)
 
     def xdo(*args, timeout=20):
         return subprocess.run(["xdotool", *args], env=env, capture_output=True, text=True, timeout=timeout,
                               check=True).stdout
 
-    proc = subprocess.Popen([str(ROBOLEARN), "record", "teleop=keyboard", "env=robolearn/Lift-v0", "episodes=1",
-                             f"out={out}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([str(ROBOLEARN), "record", "teleop=keyboard", "env=robolearn/Lift-v0",
+                             f"episodes={episodes}", f"out={out}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     try:
-        try:
-            wid = xdo("search", "--sync", "--pid", str(proc.pid), timeout=60).split()[0]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail(f"the teleop window never appeared; output:\n{proc.communicate()[0]}")
-        xdo("windowfocus", wid)
-        time.sleep(1.0)  # the loop is running (env made, first frame shown)
+        wid = xdo("search", "--sync", "--pid", str(proc.pid), timeout=60).split()[0]
+    except (subprocess.TimeoutExpired, subprocess.CalledProcessError):
+        proc.kill()
+        pytest.fail(f"the teleop window never appeared; output:\n{proc.communicate()[0]}")
+    xdo("windowfocus", wid)
+    time.sleep(1.0)  # the loop is running (env made, first frame shown)
+    return proc, xdo, wid
+
+
+def test_record_teleop_end_to_end_with_real_keys(tmp_path, xdisplay):
+    from robolearn.data.store import iter_episodes
+
+    display, fbdir = xdisplay
+    out = tmp_path / "teleop.hdf5"
+    proc, xdo, wid = _launch(display, out, episodes=1)
+    try:
         xdo("key", "Return")  # start recording
         time.sleep(0.5)
         xdo("keydown", "w")  # hold W ~1 s: +y
@@ -306,3 +313,32 @@ def test_record_teleop_end_to_end_with_real_keys(tmp_path, xdisplay):
     assert len(flip) == 1 and flip[0] >= idx[-1], g
     eef = ep["obs"]["eef_pos"]
     assert ep["next_obs"]["eef_pos"][-1, 1] - eef[0, 1] > 0.05  # the gripper really moved +y
+
+
+def test_sigterm_keeps_finished_episodes(tmp_path, xdisplay):
+    from robolearn.data.store import iter_episodes
+
+    display, _ = xdisplay
+    out = tmp_path / "teleop.hdf5"
+    proc, xdo, _ = _launch(display, out, episodes=3)
+    try:
+        xdo("key", "Return")  # start
+        time.sleep(0.3)
+        xdo("keydown", "d")
+        time.sleep(0.4)
+        xdo("keyup", "d")
+        xdo("key", "Return")  # stop: episode 1 saved
+        time.sleep(0.5)
+        xdo("key", "Return")  # start episode 2 ...
+        time.sleep(0.5)
+        proc.terminate()  # ... and stop the tool mid-episode (as `kill` would)
+        output = proc.communicate(timeout=30)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "interrupted" in output
+    eps = list(iter_episodes(out))
+    assert len(eps) == 1 and eps[0][1]["attrs"]["source"] == "teleop"
+    assert np.all(eps[0][1]["actions"][:, 0] >= 0) and np.any(eps[0][1]["actions"][:, 0] > 0.5)

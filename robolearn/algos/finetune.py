@@ -120,6 +120,10 @@ class FinetuneConfig:
     n_step: int = opt(1, "n-step returns")
     init_alpha: float = opt(0.1, "initial entropy temperature (small: start close to the BC policy)")
     autotune: bool = opt(True, "learn the temperature")
+    backup_entropy: bool = opt(False, "add the entropy bonus to the TD target. Off by default: with a success "
+                               "reward that ends the episode, a per-step entropy bonus pays the agent to "
+                               "dawdle (measured on PegInsert: Q rose to 3.5 for a max return of 1 and the "
+                               "cycle time grew from 35 to 52 steps)")
     target_entropy: float | None = opt(None, "None = -act_dim")
     bc_weight: float = opt(0.0, "weight of the BC term |mean_pi - a_demo|^2 on demo rows (0 = off)")
     critic_warmup: int = opt(0, "first K updates train only the critics (keep the BC actor while Q settles)")
@@ -208,6 +212,7 @@ class FinetuneConfig:
             utd=self.utd,
             init_alpha=self.init_alpha,
             autotune=self.autotune,
+            backup_entropy=self.backup_entropy,
             target_entropy=self.target_entropy,
             bc_weight=self.bc_weight,
             critic_warmup=self.critic_warmup,
