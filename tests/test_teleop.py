@@ -77,6 +77,47 @@ def test_keyboard_device_from_pygame_events():
     assert s.gripper == 1.0 and s.events == {"start_stop"}
 
 
+class FakeJoystick:
+    def __init__(self):
+        self.axes, self.buttons = [0.0] * 6, [0] * 8
+
+    def get_numaxes(self):
+        return len(self.axes)
+
+    def get_axis(self, i):
+        return self.axes[i]
+
+    def get_numbuttons(self):
+        return len(self.buttons)
+
+    def get_button(self, i):
+        return self.buttons[i]
+
+
+def test_gamepad_mapping_and_keyboard_merge():
+    from robolearn.teleop.devices import GamepadDevice, WithKeyboard
+
+    gp = GamepadDevice.__new__(GamepadDevice)  # no joystick here: give it a fake one
+    gp.js, gp.deadzone, gp.speed, gp.gripper, gp._prev_buttons, gp._takeover = FakeJoystick(), 0.15, 1.0, -1.0, {}, False
+    gp.js.axes[:5] = [1.0, -1.0, 0.0, 0.1, -0.575]  # left stick right+up, right stick (in dead zone) x, half up
+    s = gp.poll()
+    np.testing.assert_allclose(s.delta, [1, 1, 0.5, 0], atol=1e-6)
+    gp.js.buttons[0] = gp.js.buttons[7] = gp.js.buttons[4] = 1  # A, START, LB
+    s = gp.poll()
+    assert s.gripper == 1.0 and s.events == {"start_stop", "takeover_on"} and s.takeover
+    assert gp.poll().events == set()  # buttons still down: no new edges
+    gp.js.axes[:5] = [0.0] * 5
+    both = WithKeyboard(gp)
+    kb = both.kb
+    kb.poll = lambda held=None, _p=kb.poll: _p({pygame.K_r})  # keyboard: R held
+    kb.press(pygame.K_SPACE)
+    s = both.poll()
+    np.testing.assert_array_equal(s.delta, [0, 0, 1, 0])  # gamepad idle -> keyboard motion
+    assert s.gripper == -1.0 and gp.gripper == -1.0  # the keyboard toggled it back open, shared
+    both.gripper = 1.0
+    assert gp.gripper == kb.gripper == 1.0 and both.poll().gripper == 1.0
+
+
 def test_missing_devices_say_what_is_missing(dummy_video):
     from robolearn.cli import UserError
     from robolearn.teleop.devices import DeviceError, make_device

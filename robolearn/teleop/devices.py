@@ -274,8 +274,8 @@ class SpaceMouseDevice:
             import pyspacemouse
         except ImportError:
             raise DeviceError("teleop=spacemouse needs the pyspacemouse package: pip install pyspacemouse (or "
-                              "pip install -e '.[spacemouse]') "
-                              "(and on Debian/Ubuntu: apt-get install libhidapi-hidraw0)") from None
+                              "pip install -e '.[spacemouse]'); on Debian/Ubuntu also "
+                              "apt-get install libhidapi-hidraw0") from None
         except Exception as e:  # pyspacemouse imports easyhid, which loads libhidapi at import time
             raise DeviceError(f"pyspacemouse could not load the HID library ({type(e).__name__}: {e}); "
                               "install it: apt-get install libhidapi-hidraw0 (Debian/Ubuntu)") from None
