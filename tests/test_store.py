@@ -196,7 +196,7 @@ def test_kill_at_random_instants_loses_at_most_one_episode(tmp_path):
         assert first, "writer failed to start"
         time.sleep(rng.uniform(0.0, 0.15))
         proc.send_signal(rng.choice([signal.SIGKILL, signal.SIGTERM, signal.SIGINT]))
-        proc.wait()
+        proc.wait(timeout=60)  # a writer that hangs on a signal fails here instead of stalling the suite
         info = read_info(path, validate=True)
         n = len(info.demos)
         assert n >= total_kept + 1  # every episode the writer reported finished is still there

@@ -27,6 +27,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,13 @@ class EpisodeWriter:
         check_episode(ep, where=str(self.path))
         name = f"demo_{self._next}"
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        # SIGINT/SIGTERM are held back while HDF5 is being written (and delivered right after): a
+        # KeyboardInterrupt raised inside h5py can deadlock its shutdown; SIGKILL is covered by the rename.
+        with _signals_deferred():
+            self._append(ep, name, tmp)
+        return name
+
+    def _append(self, ep: Episode, name: str, tmp: Path) -> None:
         if self.path.exists():
             shutil.copyfile(self.path, tmp)
             mode = "r+"
@@ -255,7 +263,6 @@ class EpisodeWriter:
             tmp.unlink(missing_ok=True)
             raise
         self._next += 1
-        return name
 
 
 def _write_episode(g: h5py.Group, ep: Episode) -> None:
@@ -301,6 +308,22 @@ def check_episode(ep: Episode, where: str = "<episode>") -> None:
             if len(v) != T:
                 raise _err(where, f"obs has {len(v)} steps but actions has {T}", "pass arrays of equal length",
                            key=f"obs/{k}")
+
+
+@contextmanager
+def _signals_deferred():
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _pid_alive(pid: int) -> bool:
