@@ -78,7 +78,8 @@ def main():
             data = out / f"demos_{n}.hdf5"
             labels = subset(src, n, data)
             run = out / f"bc_{n}_s{seed}"
-            train(TrainConfig(policy=PolicyConfig(head=a.head), data=str(data), out=str(run), train=loop_cfg(seed)))
+            head_cfg = {"denoiser": "mlp"} if a.head in ("diffusion", "flow") else None  # fast on CPU
+            train(TrainConfig(policy=PolicyConfig(head=a.head, head_cfg=head_cfg), data=str(data), out=str(run), train=loop_cfg(seed)))
             p = load_policy(run / "checkpoints/last.pt")
             r = evaluate_policy(p, env, {"obs_mode": "state", "reward_type": "dense"}, episodes=a.eval_episodes,
                                 Ta=p.spec.get("Ta"))
