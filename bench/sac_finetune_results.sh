@@ -14,5 +14,9 @@ for s in $SEEDS; do
   [[ -f $O/sac_s$s/results.json ]] || $RL finetune policy=$O/bc_s$s/checkpoints/last.pt demos=$D reward_type=sparse steps=$STEPS \
       critic_warmup=2000 bc_weight=1.0 eval_every=2500 eval_episodes=20 seed=$s out=$O/sac_s$s
   [[ -f $O/eval_sac_s$s/results.json ]] || $RL eval policy=$O/sac_s$s/checkpoints/last.pt episodes=50 out=$O/eval_sac_s$s videos=1
+  # best.pt: selected on finetune's periodic evaluations (eval seed 1); evaluated here on seed 0, held out
+  [[ -f $O/eval_sacbest_s$s/results.json ]] || $RL eval policy=$O/sac_s$s/checkpoints/best.pt episodes=50 out=$O/eval_sacbest_s$s videos=1
 done
-$RL compare $O/eval_bc_s* $O/eval_sac_s* --out $O/table.md
+for s in $SEEDS; do
+  $RL compare $O/eval_bc_s$s $O/eval_sac_s$s $O/eval_sacbest_s$s --names "BC,BC+SAC (last),BC+SAC (best)" --out $O/table_s$s.md
+done

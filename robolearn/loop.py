@@ -46,7 +46,9 @@ class LoopSACConfig:
     demo_ratio: float = opt(0.5, "share of demo transitions in each batch")
     reward_type: str = opt("sparse", "reward SAC optimises: sparse (success, HIL-SERL's choice) | dense")
     utd: int = opt(1, "critic updates per env step")
-    eval_every: int = opt(0, "evaluation every N env steps (0 = only at the end)")
+    eval_every: int = opt(1000, "evaluation every N env steps; keeps checkpoints/best.pt (0 = only at the end)")
+    critic_warmup: int = opt(1000, "critic-only updates before the actor moves")
+    bc_weight: float = opt(1.0, "BC term on demo actions in the actor loss")
 
 
 @dataclass
@@ -144,15 +146,18 @@ def stage_sac(cfg: LoopConfig, out: Path, demos: Path, policy: Path) -> Path:
 
     run = out / "sac"
     ck = run / "checkpoints" / "last.pt"
+    # best.pt: the fine-tuned actor that did best on finetune's periodic evaluations (eval seed 1);
+    # the loop evaluates it on seed 0, so the selection does not bias the table
+    best = run / "checkpoints" / "best.pt"
     if (run / "results.json").exists():
-        return ck
+        return best if best.exists() else ck
     s = cfg.sac
     fcfg = FinetuneConfig(policy=str(policy), env=cfg.env, demos=str(demos), out=str(run), steps=s.steps,
                           bridge=s.bridge, demo_ratio=s.demo_ratio, reward_type=s.reward_type, utd=s.utd,
                           eval_every=s.eval_every, eval_episodes=min(cfg.eval_episodes, 20), seed=cfg.seed,
-                          resume=ck.exists())
+                          critic_warmup=s.critic_warmup, bc_weight=s.bc_weight, resume=ck.exists())
     finetune(fcfg)
-    return ck
+    return best if best.exists() else ck
 
 
 def stage_eval(cfg: LoopConfig, out: Path, name: str, ckpt: Path) -> dict:

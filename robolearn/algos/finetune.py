@@ -751,7 +751,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if resume_ck is not None:
         bc_path = resume_ck.get("bc_path", bc_path)
 
-    def checkpoint(step: int) -> None:
+    best_path = ckpt_path.with_name("best.pt")
+    best: dict = history.setdefault("best", {"key": None, "step": None})  # in the checkpoint: survives resume
+
+    def checkpoint(step: int, path: Path = ckpt_path) -> None:
         atomic_save(
             {
                 "format": FORMAT,
@@ -777,14 +780,22 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 "finetune_config": _plain_cfg(cfg),
                 "history": json.dumps(history),
             },
-            ckpt_path,
+            path,
         )
 
-    def run_eval(step: int) -> dict:
+    def run_eval(step: int, final: bool = False) -> dict:
+        """Periodic evaluations use eval seed 1 (env seeds 10000+i) and keep checkpoints/best.pt (highest
+        success, then shortest cycle time); the final one uses seed 0, the default of `robolearn eval`,
+        so evaluating best.pt there is not biased by the selection."""
         t0 = time.perf_counter()
         actor.eval()
-        res = evaluate_actor(pol, env_id, env_kwargs, cfg.eval_episodes, seed=0)
+        res = evaluate_actor(pol, env_id, env_kwargs, cfg.eval_episodes, seed=0 if final else 1)
         actor.train()
+        if not final:
+            key = (res["success_rate"], -(res["cycle_time_steps"] or float("inf")))
+            if best["key"] is None or list(key) > list(best["key"]):
+                best.update(key=list(key), step=step)
+                checkpoint(step, best_path)
         timing["eval"] += time.perf_counter() - t0
         writer.add_scalar("eval/success_rate", res["success_rate"], step)
         writer.add_scalar("eval/return", res["return_mean"], step)
@@ -893,7 +904,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
     busy = time.perf_counter() - t_start - timing["eval"]
     checkpoint(cfg.steps)
-    res = run_eval(cfg.steps)
+    res = run_eval(cfg.steps, final=True)
     checkpoint(cfg.steps)  # with the final evaluation in its history
     writer.close()
     results = {
@@ -917,6 +928,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         if initial is None
         else {k: initial[k] for k in ("success_rate", "success_ci", "return_mean", "cycle_time_steps")},
         "history": history["eval"],
+        "best_checkpoint": str(best_path) if best["step"] is not None else None,
+        "best_step": best["step"],
         **demo_info,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
