@@ -314,3 +314,15 @@ def test_we_read_a_robomimic_written_file(tmp_path):
     ds = WindowDataset(p, To=2, Tp=4)
     b = ds.get_batch(np.arange(len(ds)))
     assert b["action"].shape == (45, 4, 7) and b["action"].dtype == torch.float32
+
+
+def test_append_checks_action_space_only_when_recorded(tmp_path):
+    from gymnasium import spaces
+
+    p = tmp_path / "a.hdf5"
+    EpisodeWriter(p, "robolearn/Test-v0").append(make_episode())  # no spaces recorded
+    EpisodeWriter(p, "robolearn/Test-v0", action_space=spaces.Box(-1, 1, (3,), np.float32)).append(make_episode())
+    q = tmp_path / "b.hdf5"
+    EpisodeWriter(q, "robolearn/Test-v0", action_space=spaces.Box(-1, 1, (3,), np.float32)).append(make_episode())
+    with pytest.raises(StoreError, match="action space"):
+        EpisodeWriter(q, "robolearn/Test-v0", action_space=spaces.Box(-1, 1, (4,), np.float32))

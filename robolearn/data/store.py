@@ -197,7 +197,7 @@ class EpisodeWriter:
         if self.path.exists():
             info = read_info(self.path)  # validates that it is a readable store
             old = info.attrs.get("action_space")
-            if action_space is not None and old and old != self.file_attrs["action_space"]:
+            if action_space is not None and old not in (None, "", "{}") and old != self.file_attrs["action_space"]:
                 raise _err(
                     self.path,
                     "the action space of the episodes to append differs from the store's",
