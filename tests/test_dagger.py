@@ -76,3 +76,12 @@ def test_config_errors(bc_run, tmp_path):
         DaggerConfig(policy=str(ck), data=str(demos), mode="human")
     with pytest.raises(ConfigError, match="teleop='keyboard' needs mode=intervention"):
         DaggerConfig(policy=str(ck), data=str(demos), mode="expert", teleop="keyboard")
+
+
+def test_labels_accumulate_over_rounds(bc_run, tmp_path):
+    import dataclasses
+
+    res = run_dagger(dataclasses.replace(_cfg(bc_run, tmp_path / "acc", "expert"), rounds=2))
+    labels = [h["labels"] for h in res["history"]]
+    assert labels == sorted(labels) and labels[2] > labels[1] > labels[0]
+    assert res["history"][1]["labels"] - res["history"][0]["labels"] == res["history"][1]["round_labels"]

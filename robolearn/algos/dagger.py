@@ -169,7 +169,7 @@ def collect_round(policy, env, expert, cfg: DaggerConfig, rnd: int, writer: Epis
         successes += success
         steps += len(b)
         writer.append(b.finish(source, success=success, seed=seed, mode=cfg.mode, round=rnd))
-    return {"labels": labels, "steps": steps, "rollout_success": successes / cfg.episodes_per_round}
+    return {"round_labels": labels, "steps": steps, "rollout_success": successes / cfg.episodes_per_round}
 
 
 # --------------------------------------------------------------------------------------------- the loop
@@ -218,7 +218,7 @@ def run_dagger(cfg: DaggerConfig) -> dict:
     with sigterm_as_interrupt():
         for rnd in range(state["round"], cfg.rounds):
             stats = collect_round(policy, env, expert, cfg, rnd, writer, human)
-            state["labels"] += stats["labels"]
+            state["labels"] += stats["round_labels"]
             run_dir = out / f"round_{rnd + 1}"
             tcfg = TrainConfig(
                 policy=pcfg,
