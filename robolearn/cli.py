@@ -199,6 +199,7 @@ def usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event-file watcher chats at INFO
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
