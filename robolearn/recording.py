@@ -22,22 +22,44 @@ from robolearn.envutil import get_state, make_env
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises KeyboardInterrupt (so `finally` clauses and summaries run)."""
+_STOP = {"requested": False}
 
-    def handler(signum, frame):
+
+@contextmanager
+def sigterm_as_interrupt(deferred: bool = False):
+    """Within the block, SIGTERM (and with deferred=True also SIGINT) ends the work like Ctrl-C, so that
+    `finally` clauses, checkpoints and summaries run.
+
+    deferred=False: the handler raises KeyboardInterrupt at once (training loops: torch code, atomic
+    checkpoint files). deferred=True: the handler only sets a flag and `stop_point()`, called between env
+    steps, raises it - recording loops use this so the interrupt never lands inside h5py (a
+    KeyboardInterrupt in an h5py finaliser can hang the interpreter's shutdown)."""
+
+    def raising(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
+    def flagging(signum, frame):
+        _STOP["requested"] = True
+
+    sigs = (signal.SIGTERM, signal.SIGINT) if deferred else (signal.SIGTERM,)
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {s: signal.signal(s, flagging if deferred else raising) for s in sigs}
     except ValueError:  # not in the main thread
         yield
         return
+    _STOP["requested"] = False
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
+        _STOP["requested"] = False
+
+
+def stop_point() -> None:
+    """Raise KeyboardInterrupt here if a deferred SIGINT/SIGTERM arrived (see sigterm_as_interrupt)."""
+    if _STOP["requested"]:
+        raise KeyboardInterrupt("stop requested")
 
 
 def make_expert(env, kind: str = "scripted", noise: float = 0.0, seed: int | None = None):
@@ -78,6 +100,7 @@ def run_episode(env, act: Callable, seed: int, render: bool = False, on_step=Non
     b = EpisodeBuilder(obs, get_state(env))
     frames = [env.render()] if render else []
     while True:
+        stop_point()
         a = np.asarray(act(obs), np.float32)
         obs, r, term, trunc, info = env.step(a)
         b.add(a, obs, r, term, get_state(env))
@@ -106,7 +129,7 @@ def record(cfg) -> dict:
     video_frames = []
     bar = tqdm(total=cfg.episodes, desc=f"record {cfg.env}", unit="ep")
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(deferred=True):
             while kept < cfg.episodes:
                 seed = cfg.seed + attempts
                 attempts += 1

@@ -46,8 +46,8 @@ def test_train_writes_runnable_checkpoint_and_tensorboard(lift_demos, tmp_path):
 
 
 def test_loss_decreases(lift_demos, tmp_path):
-    from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (tensorboard present)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (tensorboard present)
 
     train(_cfg(lift_demos, tmp_path / "run", steps=150))
     acc = EventAccumulator(str(tmp_path / "run" / "tb"))

@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from omegaconf import MISSING
+from torch import nn
 
 from robolearn.config import ConfigError, choice, existing_file, in_range, opt, positive
 from robolearn.policies import HEADS, Policy, PolicyConfig, build_policy, policy_state

@@ -41,6 +41,7 @@ from robolearn.config import ConfigError, choice, existing_file, in_range, opt, 
 from robolearn.data.store import EpisodeBuilder, EpisodeWriter, read_info
 from robolearn.envutil import get_state, make_env
 from robolearn.policies import ActionChunker, ObsHistory, PolicyConfig, load_policy
+from robolearn.recording import stop_point
 
 log = logging.getLogger(__name__)
 MODES = ("expert", "intervention", "auto")
@@ -138,6 +139,7 @@ def collect_round(policy, env, expert, cfg: DaggerConfig, rnd: int, writer: Epis
         h = hist.push({k: v[None] for k, v in obs.items()})
         b = EpisodeBuilder(obs, get_state(env))
         while True:
+            stop_point()
             a_pol = _to_np(chunker.act(policy, h, generator=gen))[0].astype(np.float32)
             if cfg.mode == "expert":
                 a_exp = np.asarray(expert.act(obs), np.float32)
@@ -215,7 +217,7 @@ def run_dagger(cfg: DaggerConfig) -> dict:
         r0 = evaluate(policy, "round 0 (BC)")
         state["history"].append({"round": 0, "labels": state["labels"], "success_rate": r0["success_rate"],
                                  "success_ci": r0["success_ci"], "cycle_time_steps": r0.get("cycle_time_steps")})
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(deferred=True):
         for rnd in range(state["round"], cfg.rounds):
             stats = collect_round(policy, env, expert, cfg, rnd, writer, human)
             state["labels"] += stats["round_labels"]
