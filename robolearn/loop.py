@@ -167,9 +167,11 @@ def stage_eval(cfg: LoopConfig, out: Path, name: str, ckpt: Path) -> dict:
     res_dir = out / f"eval_{name}"
     if (res_dir / "results.json").exists():
         return json.loads((res_dir / "results.json").read_text())
-    # every stage is evaluated on the same fixed episode seeds (seed 0: env seeds 0..episodes-1)
+    # every stage is evaluated on the same fixed episode seeds (seed 0: env seeds 0..episodes-1) and with the
+    # dense reward, so the return column compares (the SAC stage trains on the sparse one by default)
     return evaluate(EvalConfig(policy=str(ckpt), env=cfg.env, episodes=cfg.eval_episodes, seeds=[0],
-                               workers=cfg.eval_workers, out=str(res_dir), videos=cfg.videos), show=False)
+                               workers=cfg.eval_workers, out=str(res_dir), videos=cfg.videos,
+                               reward_type="dense" if cfg.env.startswith("robolearn/") else None), show=False)
 
 
 # ------------------------------------------------------------------------------------------------ report
