@@ -91,10 +91,6 @@ def register_loop_presets(cs) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ stages
-def _done(path: Path) -> bool:
-    return path.exists()
-
-
 def stage_demos(cfg: LoopConfig, out: Path) -> Path:
     from robolearn.config import RecordConfig
     from robolearn.data.store import read_info

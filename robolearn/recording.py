@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from robolearn.data.store import EpisodeBuilder, EpisodeWriter
-from robolearn.envutil import get_state, make_env
+from robolearn.envutil import env_dt, get_state, make_env
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def record(cfg) -> dict:
         env.close()
     video = None
     if video_frames:
-        video = str(write_video(Path(cfg.out).with_suffix(".mp4"), video_frames, fps=1.0 / max(_dt(env), 1e-3)))
+        video = str(write_video(Path(cfg.out).with_suffix(".mp4"), video_frames, fps=1.0 / (env_dt(env) or 0.05)))
     return {
         "file": str(cfg.out),
         "episodes_kept": kept,
@@ -171,7 +171,3 @@ def record(cfg) -> dict:
         "interrupted": interrupted,
         "video": video,
     }
-
-
-def _dt(env) -> float:
-    return float(getattr(env.unwrapped, "dt", 0.05) or 0.05)

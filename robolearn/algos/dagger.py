@@ -183,8 +183,9 @@ def run_dagger(cfg: DaggerConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ck = torch.load(cfg.policy, map_location="cpu", weights_only=True)
     policy = load_policy(cfg.policy)
-    env_id = cfg.env or ck.get("env_id") or read_info(cfg.data).env_id
-    env_kwargs = json.loads(ck.get("env_kwargs", "{}")) or read_info(cfg.data).env_kwargs
+    data_info = read_info(cfg.data)
+    env_id = cfg.env or ck.get("env_id") or data_info.env_id
+    env_kwargs = json.loads(ck.get("env_kwargs", "{}")) or data_info.env_kwargs
     tc = ck.get("train_config", {})
     pcfg = PolicyConfig.from_dict(json.loads(ck["config"]) if isinstance(ck["config"], str) else ck["config"])
     agg = out / "aggregate.hdf5"
@@ -192,12 +193,11 @@ def run_dagger(cfg: DaggerConfig) -> dict:
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     if state is None:
         shutil.copyfile(cfg.data, agg)  # the user's demos stay untouched
-        demo_steps = sum(read_info(cfg.data).lengths.values())
+        demo_steps = sum(data_info.lengths.values())
         state = {"round": 0, "labels": demo_steps, "history": [], "policy": cfg.policy}
     else:
         policy = load_policy(state["policy"])
         log.info("resuming DAgger at round %d", state["round"])
-    info = read_info(agg)
     env = make_env(env_id, render_mode="rgb_array" if cfg.teleop else None, **env_kwargs)
     expert = make_expert(env, cfg.expert, seed=cfg.seed)
     human = None
@@ -206,7 +206,6 @@ def run_dagger(cfg: DaggerConfig) -> dict:
 
         human = HumanOverride(env, device=cfg.teleop)
     writer = EpisodeWriter(agg, env_id, env_kwargs, env.observation_space, env.action_space)
-    del info
 
     def evaluate(p, label: str) -> dict:
         r = evaluate_policy(p, env_id, env_kwargs, episodes=cfg.eval_episodes, seed=0, Ta=p.spec.get("Ta"))
