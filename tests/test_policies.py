@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -152,6 +153,20 @@ def test_unet_matmul_convs_match_torch():
         up = torch.nn.ConvTranspose1d(C, C, 4, stride=2, padding=1)
         ref = torch.nn.functional.conv_transpose1d(x, up.weight, up.bias, 2, 1)
         torch.testing.assert_close(upsample(x, up), ref)
+
+        # Prepacked weights (oneDNN) follow in-place updates and load_state_dict; copies start with no cache.
+        conv = torch.nn.Conv1d(C, C, 5, padding=2)
+        conv1d(x, conv)
+        conv.weight.mul_(-2.0)
+        torch.testing.assert_close(
+            conv1d(x, conv), torch.nn.functional.conv1d(x, conv.weight, conv.bias, 1, 2)
+        )
+        other = torch.nn.Conv1d(C, C, 5, padding=2)
+        conv.load_state_dict(other.state_dict())
+        torch.testing.assert_close(conv1d(x, conv), other(x))
+        twin = copy.deepcopy(conv)
+        assert not twin.__dict__.get("_packed")
+        torch.testing.assert_close(conv1d(x, twin), other(x))
 
 
 def test_unet_batch1_matches_batched():
