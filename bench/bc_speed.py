@@ -5,19 +5,24 @@
 Setting: state obs of 20 dims, To=2, Tp=16, Ta=8, Da=5, batch 64, default configs (PolicyConfig(head=...)),
 plus diffusion with diffusion_policy's U-Net (down_dims [256, 512, 1024], ~65M params, DDIM-10).
 Every number is the median over --runs repetitions; latency p50/p90 over --calls act() calls per run.
-The LeRobot side-by-side is a separate environment: fill in ``peer_rows`` there (see its docstring).
+--lerobot-python <venv>/bin/python adds LeRobot 0.4.4's DiffusionPolicy on the same setting (measured by
+bench/lerobot_peer.py in its own venv, see that file) and a side-by-side table with ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from robolearn.algos.bc import make_optimizer
 from robolearn.data.normalizer import Normalizer
 from robolearn.policies import HEADS, Policy, PolicyConfig
 
@@ -41,7 +46,7 @@ def train_samples_per_s(policy: Policy, steps: int) -> float:
     if steps == 0:
         return float("nan")
     batch = {"obs": {"state": torch.randn(BATCH, 2, 20)}, "action": torch.rand(BATCH, 16, 5) * 2 - 1}
-    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    opt = make_optimizer(policy, lr=1e-4, weight_decay=1e-6)  # what `robolearn train` uses
     policy.train()
     for i in range(steps + 2):  # 2 warm-up steps
         if i == 2:
@@ -83,24 +88,52 @@ def bench(name: str, cfg: PolicyConfig, runs: int, train_steps: int, calls: int)
     }
 
 
-def peer_rows(runs: int) -> list[dict]:
-    """Hook for the LeRobot side-by-side (run in an environment where lerobot is installed).
+def peer_rows(python: str | None, runs: int, threads: int, no_big: bool) -> list[dict]:
+    """LeRobot's DiffusionPolicy rows, measured by bench/lerobot_peer.py under LeRobot's own interpreter
+    (lerobot is not a robolearn dependency: it pins an older torch). Runs after ours, never concurrently."""
+    if not python:
+        return []
+    cmd = [
+        python,
+        str(Path(__file__).with_name("lerobot_peer.py")),
+        "--runs",
+        str(runs),
+        "--threads",
+        str(threads),
+    ]
+    out = subprocess.run(cmd + (["--no-big"] if no_big else []), check=True, capture_output=True, text=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
-    Return rows with the same keys as ``bench`` ({"policy": "lerobot/diffusion", "params", "train_sps",
-    "act_p50_ms", "act_p90_ms"}) measured on the same setting (SPEC, BATCH). Not implemented here on purpose:
-    lerobot is not a robolearn dependency.
-    """
-    return []
+
+# (our row, LeRobot row) compared side by side: same U-Net widths, and each side's defaults.
+PAIRS = [
+    ("diffusion", "lerobot/diffusion[unet 32-64-128]", "same size (ours' default)"),
+    (
+        "diffusion[unet 256-512-1024]",
+        "lerobot/diffusion[unet 256-512-1024]",
+        "same size (diffusion_policy's)",
+    ),
+    (
+        "diffusion[unet 256-512-1024 bf16]",
+        "lerobot/diffusion[unet 256-512-1024]",
+        "same size, our bf16 act()",
+    ),
+    ("diffusion", "lerobot/diffusion[defaults 512-1024-2048]", "each side's defaults"),
+]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--train-steps", type=int, default=10)
+    ap.add_argument("--train-steps", type=int, default=30)
     ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--heads", default=",".join(HEADS))
     ap.add_argument("--no-big", action="store_true", help="skip the ~65M-param U-Net rows")
+    ap.add_argument(
+        "--lerobot-python",
+        help="interpreter of a venv with lerobot==0.4.4 installed: adds LeRobot's DiffusionPolicy side by side",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -125,7 +158,8 @@ def main() -> None:
         train_steps = (0 if "bf16" in name else 3) if big else args.train_steps  # bf16 only changes act()
         rows.append(bench(name, cfg, args.runs, train_steps, 10 if big else args.calls))
         print(f"done {name}", flush=True)
-    rows += peer_rows(args.runs)
+    peers = peer_rows(args.lerobot_python, args.runs, args.threads, args.no_big)
+    rows += peers
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -140,6 +174,21 @@ def main() -> None:
             f"| {r['policy']:<34} | {r['params'] / 1e6:>7.2f}M | {r['train_sps']:>15.0f} | "
             f"{r['act_p50_ms']:>10.2f} | {r['act_p90_ms']:>10.2f} |"
         )
+    if peers:
+        print(
+            f"\nLeRobot side by side ({peers[0]['versions']}; ours: torch {torch.__version__}); ratio = ours / LeRobot's"
+        )
+        print(f"| {'ours':<34} | {'LeRobot':<42} | {'setting':<30} | train x | act speed-up x |")
+        print(f"|{'-' * 36}|{'-' * 44}|{'-' * 32}|---------|---------------|")
+        by = {r["policy"]: r for r in rows}
+        for ours, theirs, what in PAIRS:
+            if ours in by and theirs in by:
+                a, b = by[ours], by[theirs]
+                train = a["train_sps"] / b["train_sps"] if a["train_sps"] == a["train_sps"] else float("nan")
+                print(
+                    f"| {ours:<34} | {theirs:<42} | {what:<30} | {train:>7.2f} | "
+                    f"{b['act_p50_ms'] / a['act_p50_ms']:>13.2f} |"
+                )
 
 
 if __name__ == "__main__":

@@ -471,3 +471,19 @@ def test_rollout_loop_with_real_policy():
         assert action.shape == (2, spec["action_dim"]) and torch.isfinite(action).all()
         obs = history.push(env_obs())
     assert chunker.num_plans == 3  # Ta=2: steps 0, 2, 4 re-plan
+
+
+def test_fast_mish_matches_torch():
+    from robolearn.policies.layers import mish
+
+    x = torch.cat([torch.linspace(-100, 100, 20001), torch.tensor([-1e4, 1e4, 0.0])]).requires_grad_()
+    ref = torch.nn.functional.mish(x)
+    out = mish(x)
+    torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+    (g_ref,) = torch.autograd.grad(ref.sum(), x)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(g, g_ref, atol=1e-5, rtol=1e-4)
+    x64 = torch.randn(50, dtype=torch.float64, requires_grad=True) * 4
+    assert torch.autograd.gradcheck(mish, (x64.detach().requires_grad_(),))
+    with torch.no_grad():  # inference path (no autograd node)
+        torch.testing.assert_close(mish(x.detach()), ref.detach(), atol=2e-6, rtol=1e-5)

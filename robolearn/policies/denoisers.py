@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robolearn.policies.layers import Mish, mish
+
 DENOISERS = ("unet", "mlp")
 INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -121,7 +123,7 @@ class SinusoidalPosEmb(nn.Module):
 
 
 def time_encoder(dim: int) -> nn.Sequential:
-    return nn.Sequential(SinusoidalPosEmb(dim), nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim))
+    return nn.Sequential(SinusoidalPosEmb(dim), nn.Linear(dim, dim * 4), Mish(), nn.Linear(dim * 4, dim))
 
 
 class MLPDenoiser(nn.Module):
@@ -136,8 +138,8 @@ class MLPDenoiser(nn.Module):
         self.in_c = nn.Linear(time_dim + cond_dim, hidden[0], bias=False)
         layers: list[nn.Module] = []
         for a, b in zip(hidden[:-1], hidden[1:]):
-            layers += [nn.Mish(), nn.Linear(a, b)]
-        self.body = nn.Sequential(*layers, nn.Mish(), nn.Linear(hidden[-1], Tp * Da))
+            layers += [Mish(), nn.Linear(a, b)]
+        self.body = nn.Sequential(*layers, Mish(), nn.Linear(hidden[-1], Tp * Da))
 
     def condition(self, t: Tensor, cond: Tensor) -> list[Tensor]:
         return [self.in_c(torch.cat([self.time_enc(t), cond], -1))]
@@ -243,7 +245,7 @@ class Conv1dBlock(nn.Module):
         self.norm = nn.GroupNorm(n_groups, cout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.mish(self.norm(conv1d(x, self.conv)))
+        return mish(self.norm(conv1d(x, self.conv)))
 
 
 class CondResBlock(nn.Module):
@@ -297,7 +299,7 @@ class ConditionalUnet1D(nn.Module):
         self.res_blocks = [m for m in self.modules() if isinstance(m, CondResBlock)]  # forward order
 
     def condition(self, t: Tensor, cond: Tensor) -> list[Tensor]:
-        g = F.mish(torch.cat([self.time_enc(t), cond], -1))
+        g = mish(torch.cat([self.time_enc(t), cond], -1))
         return [blk.film(g) for blk in self.res_blocks]
 
     def run(self, x: Tensor, c: list[Tensor]) -> Tensor:

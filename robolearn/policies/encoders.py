@@ -15,6 +15,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from robolearn.policies.layers import Mish
+
 
 @dataclass
 class EncoderConfig:
@@ -50,7 +52,7 @@ class EncoderConfig:
             )
 
 
-def mlp(sizes: list[int], act=nn.Mish, last_act: bool = False) -> nn.Sequential:
+def mlp(sizes: list[int], act=Mish, last_act: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
@@ -99,7 +101,7 @@ class ImageEncoder(nn.Module):
         layers, c_in = [], C
         h, w = self.crop
         for c in cfg.cnn_channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(cfg.num_groups, c), nn.Mish()]
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(cfg.num_groups, c), Mish()]
             c_in, h, w = c, math.ceil(h / 2), math.ceil(w / 2)
         self.convs = nn.Sequential(*layers)
         self.pool = SpatialSoftmax(h, w)

@@ -1,0 +1,133 @@
+"""LeRobot's DiffusionPolicy on bc_speed.py's setting; run with LeRobot's interpreter, prints JSON rows.
+
+    <lerobot venv>/bin/python bench/lerobot_peer.py --threads 2 --runs 3
+
+``bench/bc_speed.py --lerobot-python <that interpreter>`` runs this after our rows and prints both in one
+table. Setting (same as bc_speed.py): 20-dim state obs (LeRobot's DiffusionPolicy refuses state-only input, so
+it gets 10 dims as ``observation.state`` and 10 as ``observation.environment_state``; its global condition is
+the same 2 x 20 values), To=2, Tp=16 (horizon), Da=5, batch 64, AdamW lr 1e-4, DDIM with 10 inference steps.
+Latency is ``generate_actions`` at batch 1 (the sampling loop, without LeRobot's processor pipeline).
+This file imports only lerobot and torch: it is not part of robolearn's environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+
+BATCH, OBS, TO, TP, DA = 64, 20, 2, 16, 5
+
+
+def make(**unet) -> DiffusionPolicy:
+    cfg = DiffusionConfig(
+        n_obs_steps=TO,
+        horizon=TP,
+        n_action_steps=8,
+        input_features={
+            "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(OBS // 2,)),
+            "observation.environment_state": PolicyFeature(type=FeatureType.ENV, shape=(OBS - OBS // 2,)),
+        },
+        output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(DA,))},
+        noise_scheduler_type="DDIM",
+        num_inference_steps=10,
+        device="cpu",
+        **unet,
+    )
+    torch.manual_seed(0)
+    return DiffusionPolicy(cfg)
+
+
+def obs(b: int) -> dict:
+    return {
+        "observation.state": torch.randn(b, TO, OBS // 2),
+        "observation.environment_state": torch.randn(b, TO, OBS - OBS // 2),
+    }
+
+
+def train_sps(policy: DiffusionPolicy, steps: int) -> float:
+    batch = {**obs(BATCH), "action": torch.rand(BATCH, TP, DA) * 2 - 1}
+    batch["action_is_pad"] = torch.zeros(BATCH, TP, dtype=torch.bool)
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    policy.train()
+    for i in range(steps + 1):  # 1 warm-up step
+        if i == 1:
+            t0 = time.perf_counter()
+        loss, _ = policy.forward(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * BATCH / (time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def act_ms(policy: DiffusionPolicy, calls: int) -> tuple[float, float]:
+    policy.eval()
+    o = obs(1)
+    policy.diffusion.generate_actions(o)
+    ts = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        policy.diffusion.generate_actions(o)
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return float(np.percentile(ts, 50)), float(np.percentile(ts, 90))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--train-steps", type=int, default=30)
+    ap.add_argument("--calls", type=int, default=30)
+    ap.add_argument("--no-big", action="store_true", help="skip the 256-512-1024 and default-size rows")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    # (name, U-Net config, train steps, act calls): ours' default size, diffusion_policy's size, LeRobot's default.
+    configs = [
+        (
+            "lerobot/diffusion[unet 32-64-128]",
+            dict(down_dims=(32, 64, 128), diffusion_step_embed_dim=64),
+            args.train_steps,
+            args.calls,
+        )
+    ]
+    if not args.no_big:
+        configs += [
+            (
+                "lerobot/diffusion[unet 256-512-1024]",
+                dict(down_dims=(256, 512, 1024), diffusion_step_embed_dim=256),
+                3,
+                5,
+            ),
+            ("lerobot/diffusion[defaults 512-1024-2048]", {}, 2, 3),
+        ]
+    import lerobot
+
+    for name, unet, steps, calls in configs:
+        policy = make(**unet)
+        sps, p50, p90 = [], [], []
+        for _ in range(args.runs):
+            sps.append(train_sps(policy, steps))
+            a, b = act_ms(policy, calls)
+            p50.append(a)
+            p90.append(b)
+        row = {
+            "policy": name,
+            "params": sum(p.numel() for p in policy.parameters()),
+            "train_sps": statistics.median(sps),
+            "act_p50_ms": statistics.median(p50),
+            "act_p90_ms": statistics.median(p90),
+            "versions": f"lerobot {lerobot.__version__}, torch {torch.__version__}",
+        }
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
