@@ -16,11 +16,11 @@ import json
 import os
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import latency_ms, samples_per_s
 
 from robolearn.algos.bc import make_optimizer
 from robolearn.data.normalizer import Normalizer
@@ -42,40 +42,35 @@ def make_policy(cfg: PolicyConfig) -> Policy:
     return Policy(SPEC, cfg, norm)
 
 
-def train_samples_per_s(policy: Policy, steps: int) -> float:
-    if steps == 0:
-        return float("nan")
+def train_samples_per_s(policy: Policy, steps: int, precision: str = "float32") -> float:
     batch = {"obs": {"state": torch.randn(BATCH, 2, 20)}, "action": torch.rand(BATCH, 16, 5) * 2 - 1}
     opt = make_optimizer(policy, lr=1e-4, weight_decay=1e-6)  # what `robolearn train` uses
     policy.train()
-    for i in range(steps + 2):  # 2 warm-up steps
-        if i == 2:
-            t0 = time.perf_counter()
-        loss, _ = policy.loss(batch)
+
+    def step():
+        with torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"
+        ):  # as `robolearn train`
+            loss, _ = policy.loss(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return steps * BATCH / (time.perf_counter() - t0)
+
+    return samples_per_s(step, steps, BATCH)
 
 
 def act_latency_ms(policy: Policy, calls: int) -> tuple[float, float]:
     policy.eval()
     obs = {"state": torch.randn(1, 2, 20)}
-    for _ in range(3):
-        policy.act(obs)
-    ts = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        policy.act(obs)
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return float(np.percentile(ts, 50)), float(np.percentile(ts, 90))
+    return latency_ms(lambda: policy.act(obs), calls)
 
 
 def bench(name: str, cfg: PolicyConfig, runs: int, train_steps: int, calls: int) -> dict:
     policy = make_policy(cfg)
     sps, p50, p90 = [], [], []
+    precision = "bfloat16" if "bf16" in name else "float32"  # bf16 rows: train.precision and inference_dtype
     for _ in range(runs):
-        sps.append(train_samples_per_s(policy, train_steps))
+        sps.append(train_samples_per_s(policy, train_steps, precision))
         a, b = act_latency_ms(policy, calls)
         p50.append(a)
         p90.append(b)
@@ -115,9 +110,10 @@ PAIRS = [
     ),
     (
         "diffusion[unet 256-512-1024 bf16]",
-        "lerobot/diffusion[unet 256-512-1024]",
-        "same size, our bf16 act()",
+        "lerobot/diffusion[unet 256-512-1024 bf16]",
+        "same size, both bf16 autocast",
     ),
+    ("diffusion[unet 256-512-1024 bf16]", "lerobot/diffusion[unet 256-512-1024]", "our bf16 vs its float32"),
     ("diffusion", "lerobot/diffusion[defaults 512-1024-2048]", "each side's defaults"),
 ]
 
@@ -155,7 +151,7 @@ def main() -> None:
     rows = []
     for name, cfg in configs:
         big = "1024" in name
-        train_steps = (0 if "bf16" in name else 3) if big else args.train_steps  # bf16 only changes act()
+        train_steps = 6 if big else args.train_steps
         rows.append(bench(name, cfg, args.runs, train_steps, 10 if big else args.calls))
         print(f"done {name}", flush=True)
     peers = peer_rows(args.lerobot_python, args.runs, args.threads, args.no_big)
@@ -166,12 +162,12 @@ def main() -> None:
         f"\nCPU threads={args.threads}, load avg {load:.2f}, batch {BATCH}, obs 20, To=2, Tp=16, Da=5, median of {args.runs} runs"
     )
     print(
-        f"| {'policy':<34} | {'params':>8} | {'train samples/s':>15} | {'act p50 ms':>10} | {'act p90 ms':>10} |"
+        f"| {'policy':<42} | {'params':>8} | {'train samples/s':>15} | {'act p50 ms':>10} | {'act p90 ms':>10} |"
     )
-    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 17}|{'-' * 12}|{'-' * 12}|")
+    print(f"|{'-' * 44}|{'-' * 10}|{'-' * 17}|{'-' * 12}|{'-' * 12}|")
     for r in rows:
         print(
-            f"| {r['policy']:<34} | {r['params'] / 1e6:>7.2f}M | {r['train_sps']:>15.0f} | "
+            f"| {r['policy']:<42} | {r['params'] / 1e6:>7.2f}M | {r['train_sps']:>15.0f} | "
             f"{r['act_p50_ms']:>10.2f} | {r['act_p90_ms']:>10.2f} |"
         )
     if peers:

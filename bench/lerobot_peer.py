@@ -5,9 +5,11 @@
 ``bench/bc_speed.py --lerobot-python <that interpreter>`` runs this after our rows and prints both in one
 table. Setting (same as bc_speed.py): 20-dim state obs (LeRobot's DiffusionPolicy refuses state-only input, so
 it gets 10 dims as ``observation.state`` and 10 as ``observation.environment_state``; its global condition is
-the same 2 x 20 values), To=2, Tp=16 (horizon), Da=5, batch 64, AdamW lr 1e-4, DDIM with 10 inference steps.
-Latency is ``generate_actions`` at batch 1 (the sampling loop, without LeRobot's processor pipeline).
-This file imports only lerobot and torch: it is not part of robolearn's environment.
+the same 2 x 20 values), To=2, Tp=16 (horizon), Da=5, batch 64, each side's own optimiser (ours: fused
+AdamW; LeRobot: its Adam preset), DDIM with 10 inference steps. "bf16" rows train and sample under bfloat16
+autocast (what LeRobot's ``use_amp`` / accelerate mixed precision do). Latency is ``generate_actions`` at
+batch 1 (the sampling loop, without LeRobot's processor pipeline). This file imports lerobot, torch and
+bench/timing.py (the same timing loops as ours), never robolearn.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
-import numpy as np
 import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+from timing import latency_ms, samples_per_s
 
 BATCH, OBS, TO, TP, DA = 64, 20, 2, 16, 5
 
@@ -52,32 +53,32 @@ def obs(b: int) -> dict:
     }
 
 
-def train_sps(policy: DiffusionPolicy, steps: int) -> float:
+def train_sps(policy: DiffusionPolicy, steps: int, amp: bool) -> float:
     batch = {**obs(BATCH), "action": torch.rand(BATCH, TP, DA) * 2 - 1}
     batch["action_is_pad"] = torch.zeros(BATCH, TP, dtype=torch.bool)
-    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    opt = policy.config.get_optimizer_preset().build(policy.parameters())  # what `lerobot-train` uses
     policy.train()
-    for i in range(steps + 1):  # 1 warm-up step
-        if i == 1:
-            t0 = time.perf_counter()
-        loss, _ = policy.forward(batch)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):  # what policy.use_amp=true does
+            loss, _ = policy.forward(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return steps * BATCH / (time.perf_counter() - t0)
+
+    return samples_per_s(step, steps, BATCH, warmup=1)
 
 
 @torch.no_grad()
-def act_ms(policy: DiffusionPolicy, calls: int) -> tuple[float, float]:
+def act_ms(policy: DiffusionPolicy, calls: int, amp: bool) -> tuple[float, float]:
     policy.eval()
     o = obs(1)
-    policy.diffusion.generate_actions(o)
-    ts = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        policy.diffusion.generate_actions(o)
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return float(np.percentile(ts, 50)), float(np.percentile(ts, 90))
+
+    def call():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            policy.diffusion.generate_actions(o)
+
+    return latency_ms(call, calls, warmup=1)
 
 
 def main() -> None:
@@ -103,7 +104,13 @@ def main() -> None:
             (
                 "lerobot/diffusion[unet 256-512-1024]",
                 dict(down_dims=(256, 512, 1024), diffusion_step_embed_dim=256),
-                3,
+                6,
+                5,
+            ),
+            (
+                "lerobot/diffusion[unet 256-512-1024 bf16]",
+                dict(down_dims=(256, 512, 1024), diffusion_step_embed_dim=256),
+                6,
                 5,
             ),
             ("lerobot/diffusion[defaults 512-1024-2048]", {}, 2, 3),
@@ -112,10 +119,11 @@ def main() -> None:
 
     for name, unet, steps, calls in configs:
         policy = make(**unet)
+        amp = "bf16" in name  # LeRobot's policy.use_amp: torch.autocast around forward and sampling
         sps, p50, p90 = [], [], []
         for _ in range(args.runs):
-            sps.append(train_sps(policy, steps))
-            a, b = act_ms(policy, calls)
+            sps.append(train_sps(policy, steps, amp))
+            a, b = act_ms(policy, calls, amp)
             p50.append(a)
             p90.append(b)
         row = {

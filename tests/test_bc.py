@@ -45,11 +45,12 @@ def test_train_writes_runnable_checkpoint_and_tensorboard(lift_demos, tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["policy"]["head"] == "mse"
 
 
-def test_loss_decreases(lift_demos, tmp_path):
+@pytest.mark.parametrize("head,precision", [("mse", "float32"), ("diffusion", "bfloat16")])
+def test_loss_decreases(lift_demos, tmp_path, head, precision):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (tensorboard present)
 
-    train(_cfg(lift_demos, tmp_path / "run", steps=150))
+    train(_cfg(lift_demos, tmp_path / "run", head=head, steps=150, precision=precision))
     acc = EventAccumulator(str(tmp_path / "run" / "tb"))
     acc.Reload()
     losses = [e.value for e in acc.Scalars("train/loss")]
@@ -97,6 +98,8 @@ def test_cli_config_errors_name_field_and_options(lift_demos, tmp_path):
     assert r.returncode == 2 and "train.steps=-3" in r.stderr
     r = run("policy=mse", f"data={tmp_path}/missing.hdf5")
     assert r.returncode == 2 and "missing.hdf5" in r.stderr and "no such file" in r.stderr
+    r = run("policy=mse", f"data={lift_demos}", "train.precision=float16")
+    assert r.returncode == 2 and "train.precision='float16'" in r.stderr and "bfloat16" in r.stderr
     r = run("policy=mse", f"data={lift_demos}", "Ta=20", "Tp=8")
     assert r.returncode == 2 and "Ta=20" in r.stderr
 

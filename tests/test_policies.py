@@ -169,6 +169,30 @@ def test_unet_matmul_convs_match_torch():
         torch.testing.assert_close(conv1d(x, twin), other(x))
 
 
+@pytest.mark.parametrize("k,p", [(5, 2), (1, 0)])
+def test_bf16_autocast_conv_gradients(k, p):
+    """Under bf16 autocast, stride-1 convs use our backward (input grad as a conv, weight grad as a GEMM)."""
+    from robolearn.policies.denoisers import conv1d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(64, 32, k, padding=p)
+    x = torch.randn(8, 64, 4, requires_grad=True)
+    g = torch.randn(8, 32, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv1d(x, conv)
+    assert y.dtype == torch.bfloat16 and y.grad_fn is not None
+    got = torch.autograd.grad(y, [x, conv.weight, conv.bias], g)
+    # reference: float32 conv on the same bf16-rounded inputs
+    xr = x.detach().bfloat16().float().requires_grad_()
+    wr = conv.weight.detach().bfloat16().float().requires_grad_()
+    br = conv.bias.detach().bfloat16().float().requires_grad_()
+    ref = torch.autograd.grad(torch.nn.functional.conv1d(xr, wr, br, padding=p), [xr, wr, br], g)
+    torch.testing.assert_close(y.float(), torch.nn.functional.conv1d(xr, wr, br, padding=p), atol=0.05, rtol=0.02)
+    for a, b in zip(got, ref):
+        assert a.dtype == torch.float32  # gradients reach the float32 master weights
+        torch.testing.assert_close(a, b, atol=0.05 * b.abs().max().item(), rtol=0.02)
+
+
 def test_unet_batch1_matches_batched():
     from robolearn.policies.denoisers import ConditionalUnet1D
 

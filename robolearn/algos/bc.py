@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ config
+PRECISIONS = ("float32", "bfloat16")
+
+
 @dataclass
 class TrainLoopConfig:
     steps: int = opt(2000, "gradient steps")
@@ -54,6 +57,11 @@ class TrainLoopConfig:
     log_every: int = opt(25, "TensorBoard scalars every N steps")
     seed: int = opt(0, "training seed (torch, numpy)")
     threads: int = opt(0, "torch intra-op threads (0 = torch's default)")
+    precision: str = opt(
+        "float32",
+        "float32, or bfloat16 (autocast: bf16 convs/matmuls, fp32 weights and loss; ~1.7x faster for big U-Nets "
+        "on CPUs with AVX512-BF16/AMX, slower for small nets)",
+    )
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "lr", "ckpt_every", "log_every"):
@@ -62,6 +70,7 @@ class TrainLoopConfig:
                      "threads"):
             positive(f"train.{name}", getattr(self, name), zero_ok=True)
         in_range("train.ema_decay", self.ema_decay, 0.0, 0.99999)
+        choice("train.precision", self.precision, PRECISIONS)
 
 
 @dataclass
@@ -334,7 +343,8 @@ def train(cfg: TrainConfig) -> dict:
         with sigterm_as_interrupt():
             for step in bar:
                 batch = ds.sample(tc.batch_size, rng)
-                loss, linfo = model(batch)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.precision == "bfloat16"):
+                    loss, linfo = model(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"BC loss is {loss.item()} at step {step}; lower train.lr or check "
                                              "the data with `robolearn inspect --validate`")

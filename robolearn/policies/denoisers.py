@@ -202,12 +202,45 @@ def clear_packed(net: nn.Module) -> None:
         m.__dict__.pop("_packed", None)
 
 
+class _Conv1dBF16(torch.autograd.Function):
+    """Stride-1 Conv1d in bfloat16 whose backward is one forward conv (input grad) and one GEMM over the
+    unfolded windows (weight grad): oneDNN's own bf16 conv backward is ~1.8x slower than that at the U-Net's
+    short sequences (e.g. 25 vs 13 ms for 1024 channels, L=4, batch 64, forward + backward)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None, p: int) -> Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.p, ctx.has_bias = p, b is not None
+        return F.conv1d(x, w, b, padding=p)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, w = ctx.saved_tensors
+        p = ctx.p
+        B, C, L = x.shape
+        O, _, k = w.shape
+        gx = F.conv1d(g, w.transpose(0, 1).flip(-1), padding=k - 1 - p) if ctx.needs_input_grad[0] else None
+        cols = F.pad(x, (p, p)).unfold(2, k, 1).permute(0, 2, 1, 3).reshape(B * L, C * k)
+        gw = (g.permute(1, 0, 2).reshape(O, B * L) @ cols).view(O, C, k)
+        return gx, gw, g.sum((0, 2)) if ctx.has_bias else None, None
+
+
+def _bf16_autocast() -> bool:
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 def conv1d(x: Tensor, conv: nn.Conv1d) -> Tensor:
     """conv(x) for x (B, Cin, L); at batch 1 without autograd as ONE GEMM over the unfolded windows.
 
     The GEMM is (L, Cin*k) @ W^T, i.e. a linear layer with the positions as rows, so the weight is read once
     per call near memory bandwidth (a batch-1 forward pass of a big U-Net is bound by reading its weights).
+    Training under bfloat16 autocast (``train.precision=bfloat16``) uses ``_Conv1dBF16`` for stride-1 convs.
     """
+    if torch.is_grad_enabled() and conv.stride[0] == 1 and x.device.type == "cpu" and _bf16_autocast():
+        bf = torch.bfloat16
+        bias = conv.bias.to(bf) if conv.bias is not None else None
+        with torch.autocast("cpu", enabled=False):
+            return _Conv1dBF16.apply(x.to(bf), conv.weight.to(bf), bias, conv.padding[0])
     if not _use_matmul(x, conv.weight):
         return conv(x)
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]

@@ -75,7 +75,7 @@ class DiffusionHead(ActionHead):
         noise = torch.randn_like(action)
         t = torch.randint(0, self.cfg.num_train_timesteps, (B,), device=action.device)
         noisy = self.train_scheduler.add_noise(action, noise, t)
-        loss = F.mse_loss(self.denoiser(noisy, t, cond), noise)
+        loss = F.mse_loss(self.denoiser(noisy, t, cond).float(), noise)  # float: under bf16 autocast too
         return loss, {"loss/eps_mse": loss.item()}
 
     def sample(self, cond: Tensor, generator=None) -> Tensor:

@@ -40,7 +40,7 @@ class FlowHead(ActionHead):
         x0 = torch.randn_like(action)
         t = torch.rand(B, device=action.device, dtype=action.dtype)
         xt = torch.lerp(x0, action, t.view(B, 1, 1))
-        loss = F.mse_loss(self.denoiser(xt, t * self.cfg.time_scale, cond), action - x0)
+        loss = F.mse_loss(self.denoiser(xt, t * self.cfg.time_scale, cond).float(), action - x0)
         return loss, {"loss/velocity_mse": loss.item()}
 
     def sample(self, cond: Tensor, generator=None) -> Tensor:
