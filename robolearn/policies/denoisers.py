@@ -218,10 +218,10 @@ class _Conv1dBF16(torch.autograd.Function):
         x, w = ctx.saved_tensors
         p = ctx.p
         B, C, L = x.shape
-        O, _, k = w.shape
+        cout, _, k = w.shape
         gx = F.conv1d(g, w.transpose(0, 1).flip(-1), padding=k - 1 - p) if ctx.needs_input_grad[0] else None
         cols = F.pad(x, (p, p)).unfold(2, k, 1).permute(0, 2, 1, 3).reshape(B * L, C * k)
-        gw = (g.permute(1, 0, 2).reshape(O, B * L) @ cols).view(O, C, k)
+        gw = (g.permute(1, 0, 2).reshape(cout, B * L) @ cols).view(cout, C, k)
         return gx, gw, g.sum((0, 2)) if ctx.has_bias else None, None
 
 
