@@ -3,6 +3,9 @@
     bash datasets/make_datasets.sh 100
     .venv/bin/python bench/bc_results.py --tasks reacharound lift pusht --seeds 0 1 2 --steps 1500
 
+A head may carry config overrides, ``head:key=value,key=value`` (values parsed as YAML), e.g.
+``--heads gmm gmm:sample_mode=mode``: each variant is its own row.
+
 Each (task, head, seed) trains `robolearn train`'s trainer in-process, then evaluates the EMA policy on the
 fixed evaluation seeds (env seeds 0..episodes-1, the same for every head). Results are cached in
 --json (a rerun skips finished runs) and printed as a Markdown table: median success over training seeds
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.eval.runner import evaluate_policy
@@ -27,6 +31,20 @@ from robolearn.policies import HEADS, PolicyConfig, load_policy
 HEAD_CFG = {"diffusion": {"denoiser": "mlp"}, "flow": {"denoiser": "mlp"}}
 ENV = {"lift": "robolearn/Lift-v0", "pusht": "robolearn/PushT-v0", "reacharound": "robolearn/ReachAround-v0",
        "peginsert": "robolearn/PegInsert-v0"}
+
+
+def head_and_cfg(spec: str) -> tuple[str, dict | None]:
+    """"gmm:sample_mode=mode,temperature=0.5" -> ("gmm", {**HEAD_CFG["gmm"], "sample_mode": "mode", ...})."""
+    head, _, rest = spec.partition(":")
+    if head not in HEADS:
+        raise SystemExit(f"--heads {spec!r}: unknown head {head!r}; valid: {list(HEADS)}")
+    cfg = dict(HEAD_CFG.get(head, {}))
+    for item in filter(None, rest.split(",")):
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--heads {spec!r}: expected head:key=value[,key=value]")
+        cfg[k] = yaml.safe_load(v)
+    return head, cfg or None
 
 
 def main() -> None:
@@ -44,6 +62,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     cache_path = Path(a.json)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for head in a.heads:
+        head_and_cfg(head)  # fail on a bad spec before any training
     for task in a.tasks:
         data = Path("datasets") / f"{task}.hdf5"
         if not data.exists():
@@ -53,10 +73,11 @@ def main() -> None:
                 key = f"{task}/{head}/{seed}"
                 if key in cache:
                     continue
-                out = Path(a.runs) / task / f"{head}_s{seed}"
+                out = Path(a.runs) / task / f"{head.replace(':', '-').replace('=', '-').replace(',', '-')}_s{seed}"
                 t0 = time.time()
+                name, head_cfg = head_and_cfg(head)
                 cfg = TrainConfig(
-                    policy=PolicyConfig(head=head, head_cfg=HEAD_CFG.get(head)), data=str(data), out=str(out),
+                    policy=PolicyConfig(head=name, head_cfg=head_cfg), data=str(data), out=str(out),
                     train=TrainLoopConfig(steps=a.steps, batch_size=a.batch_size, seed=seed, eval_episodes=0,
                                           val_every=500),
                 )
