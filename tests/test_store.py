@@ -344,3 +344,47 @@ def test_record_ctrl_c_keeps_finished_episodes(tmp_path, sig):
     assert proc.wait(timeout=60) == 130
     info = read_info(out, validate=True)
     assert 3 <= len(info.demos) < 500
+
+
+def test_convert_minari_dataset(tmp_path, monkeypatch):
+    """`robolearn convert` reads a Minari dataset from local storage (built here with minari's own writer)."""
+    minari = pytest.importorskip("minari")
+    import gymnasium as gym
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from robolearn.data.convert import convert_minari
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    env = gym.make("Pendulum-v1")
+    rng = np.random.default_rng(0)
+    buffers = []
+    for ep, T in enumerate((12, 7, 20)):
+        o, _ = env.reset(seed=ep)
+        obs, acts, rews = [o], [], []
+        for _ in range(T):
+            a = rng.uniform(-2, 2, size=1).astype(np.float32)
+            o, r, *_ = env.step(a)
+            obs.append(o), acts.append(a), rews.append(r)
+        buffers.append(
+            EpisodeBuffer(id=ep, seed=ep, observations=np.array(obs), actions=np.array(acts), rewards=rews,
+                          terminations=[False] * T, truncations=[False] * (T - 1) + [True],
+                          infos={"success": np.array([False] * (T - 1) + [ep == 1])})
+        )
+    with pytest.warns(UserWarning):  # minari asks for an author email and an eval env
+        minari.create_dataset_from_buffers("test/pendulum-v0", buffers, env=env, algorithm_name="random")
+
+    out = tmp_path / "pendulum.hdf5"
+    s = convert_minari("test/pendulum-v0", str(out))
+    assert s == {"file": str(out), "env": "Pendulum-v1", "episodes": 3, "steps": 39}
+    info = read_info(out, validate=True)
+    assert info.env_id == "Pendulum-v1" and len(info.demos) == 3
+    got = dict(iter_episodes(out))
+    for i, b in enumerate(buffers):
+        g = got[f"demo_{i}"]
+        np.testing.assert_allclose(g["actions"], b.actions)
+        np.testing.assert_allclose(g["obs"]["state"], b.observations[:-1], rtol=1e-6)
+        np.testing.assert_allclose(g["next_obs"]["state"], b.observations[1:], rtol=1e-6)
+        np.testing.assert_allclose(g["rewards"], b.rewards, rtol=1e-6)
+        assert g["attrs"]["success"] == (i == 1) and g["attrs"]["source"] == "policy"
+    with pytest.raises(StoreError, match="not in local storage.*test/pendulum-v0"):
+        convert_minari("test/missing-v0", str(tmp_path / "x.hdf5"))
