@@ -61,14 +61,19 @@ def env_id(name: str, value) -> None:
         )
 
 
-def help_lines(cls) -> list[str]:
-    """One line per field: name=default and its help."""
-    from dataclasses import MISSING
+def help_lines(cls, prefix: str = "") -> list[str]:
+    """One line per field: name=default and its help; nested dataclass fields as prefix.field=default."""
+    from dataclasses import MISSING, is_dataclass
 
     out = []
     for f in fields(cls):
         default = f.default_factory() if f.default_factory is not MISSING else f.default
-        out.append(f"  {f.name + '=' + repr(default):<40} {f.metadata.get('help', '')}")
+        if f.name == "defaults" or default == "???":
+            continue  # Hydra's defaults list; groups chosen on the command line (policy=<head>)
+        if is_dataclass(default):
+            out += help_lines(type(default), f"{prefix}{f.name}.")
+            continue
+        out.append(f"  {prefix + f.name + '=' + repr(default):<40} {f.metadata.get('help', '')}")
     return out
 
 

@@ -421,7 +421,6 @@ def cmd_train(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(_config_help("train", TrainConfig))
         print("  policy=<head>                            one of", sorted(HEADS))
-        print("  train.<field>=...                        see TrainLoopConfig: steps, batch_size, lr, ...")
         print("  policy.head_cfg.<field>=...              the head's own config (e.g. num_modes for gmm)")
         return 0
     cfg = compose("train", args)
