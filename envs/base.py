@@ -22,7 +22,9 @@ wind up. A zero action holds the commanded pose. In free space the gantry reache
 within the step.
 ``gripper`` is absolute: -1 fully open (9 cm between the pads), +1 closed.
 
-Simulation: timestep 4 ms, ``frame_skip`` 25 => ``dt = 0.1`` s (10 Hz control).
+Simulation: timestep 4 ms, ``frame_skip`` 25 => ``dt = 0.1`` s (10 Hz control). If the simulation blows up
+(NaN/Inf/huge qpos, qvel or qacc), MuJoCo resets the data to the default pose and logs a warning; the step
+then returns ``truncated=True``, reward 0 and ``info["sim_unstable"] = True`` (never ``is_success``).
 
 State save/restore
 ------------------
@@ -247,9 +249,15 @@ class RobolearnMujocoEnv(gym.Env):
             t = min(max(t, qi - self._lead_l[i], self._lo_l[i]), qi + self._lead_l[i], self._hi_l[i])
             ctrl[i] = t
         ctrl[4] = ctrl[5] = (1.0 - a[4]) * (0.5 * FINGER_MAX)
+        t0 = d.time
         mujoco.mj_step(self.model, d, nstep=self.frame_skip)
         reward, info = self._get_rew(a)
         obs = self._get_obs()
+        if d.time < t0 + 0.5 * self.dt:
+            # MuJoCo met NaN/Inf/huge qpos, qvel or qacc, reset the data to the model's default pose (time 0)
+            # and logged a warning: the episode cannot go on from here. Truncate it and say why.
+            info["is_success"], info["sim_unstable"] = False, True
+            return obs, 0.0, False, True, info
         terminated = info["is_success"] or info.get("is_failure", False)
         return obs, reward, terminated, False, info
 

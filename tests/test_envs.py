@@ -125,6 +125,23 @@ def test_terminated_only_on_success_or_failure(env_id):
 
 
 @pytest.mark.parametrize("env_id", IDS)
+def test_unstable_simulation_truncates(env_id, tmp_path, monkeypatch):
+    """MuJoCo resets the data when qpos/qvel/qacc blow up: the env must end the episode, not teleport on."""
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its warning to ./MUJOCO_LOG.TXT
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    env.step(np.zeros(5, np.float32))
+    env.unwrapped.data.qpos[-1] = np.nan
+    obs, r, term, trunc, info = env.step(np.zeros(5, np.float32))
+    assert trunc and not term and r == 0.0 and info["sim_unstable"] and not info["is_success"]
+    assert all(np.isfinite(v).all() for v in obs.values())
+    env.reset(seed=0)
+    obs, r, term, trunc, info = env.step(np.zeros(5, np.float32))
+    assert not trunc and "sim_unstable" not in info
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", IDS)
 def test_expert_fast(env_id):
     env = gym.make(env_id)
     expert = robolearn_envs.make_expert(env, seed=0)

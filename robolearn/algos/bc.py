@@ -141,12 +141,12 @@ def lr_lambda(warmup: int, total: int):
     return f
 
 
-@torch.no_grad()
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     # fused: one kernel over all parameters (the per-tensor loop was ~18% of a small U-Net's step on CPU)
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
 
 
+@torch.no_grad()
 def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float, step: int) -> None:
     # warm-up of the decay (as in diffusion_policy's EMAModel): early on the EMA follows the weights closely
     d = min(decay, (1 + step) / (10 + step))
