@@ -60,7 +60,7 @@ class TrainLoopConfig:
     precision: str = opt(
         "float32",
         "float32, or bfloat16 (autocast: bf16 convs/matmuls, fp32 weights and loss; ~1.7x faster for big U-Nets "
-        "on CPUs with AVX512-BF16/AMX, slower for small nets)",
+        "on CPUs with AVX512-BF16/AMX, no gain for small nets)",
     )
 
     def __post_init__(self):

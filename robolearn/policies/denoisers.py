@@ -234,9 +234,15 @@ def conv1d(x: Tensor, conv: nn.Conv1d) -> Tensor:
 
     The GEMM is (L, Cin*k) @ W^T, i.e. a linear layer with the positions as rows, so the weight is read once
     per call near memory bandwidth (a batch-1 forward pass of a big U-Net is bound by reading its weights).
-    Training under bfloat16 autocast (``train.precision=bfloat16``) uses ``_Conv1dBF16`` for stride-1 convs.
+    Training under bfloat16 autocast (``train.precision=bfloat16``) uses ``_Conv1dBF16`` for big stride-1 convs.
     """
-    if torch.is_grad_enabled() and conv.stride[0] == 1 and x.device.type == "cpu" and _bf16_autocast():
+    if (
+        torch.is_grad_enabled()
+        and conv.stride[0] == 1
+        and conv.weight.numel() >= 1 << 16  # smaller: the native kernels win
+        and x.device.type == "cpu"
+        and _bf16_autocast()
+    ):
         bf = torch.bfloat16
         bias = conv.bias.to(bf) if conv.bias is not None else None
         with torch.autocast("cpu", enabled=False):
