@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import torch
-from timing import latency_ms, samples_per_s
+from timing import add_speed_args, latency_ms, samples_per_s, speed_row
 
 from robolearn.algos.bc import make_optimizer
 from robolearn.data.normalizer import Normalizer
@@ -67,36 +66,25 @@ def act_latency_ms(policy: Policy, calls: int) -> tuple[float, float]:
 
 def bench(name: str, cfg: PolicyConfig, runs: int, train_steps: int, calls: int) -> dict:
     policy = make_policy(cfg)
-    sps, p50, p90 = [], [], []
     precision = "bfloat16" if "bf16" in name else "float32"  # bf16 rows: train.precision and inference_dtype
-    for _ in range(runs):
-        sps.append(train_samples_per_s(policy, train_steps, precision))
-        a, b = act_latency_ms(policy, calls)
-        p50.append(a)
-        p90.append(b)
-    return {
-        "policy": name,
-        "params": policy.num_params(),
-        "train_sps": statistics.median(sps),
-        "act_p50_ms": statistics.median(p50),
-        "act_p90_ms": statistics.median(p90),
-    }
+    row = speed_row(
+        lambda: train_samples_per_s(policy, train_steps, precision),
+        lambda: act_latency_ms(policy, calls),
+        runs,
+    )
+    return {"policy": name, "params": policy.num_params(), **row}
 
 
-def peer_rows(python: str | None, runs: int, threads: int, no_big: bool) -> list[dict]:
+def peer_rows(python: str | None, args: argparse.Namespace) -> list[dict]:
     """LeRobot's DiffusionPolicy rows, measured by bench/lerobot_peer.py under LeRobot's own interpreter
-    (lerobot is not a robolearn dependency: it pins an older torch). Runs after ours, never concurrently."""
+    (lerobot is not a robolearn dependency: it pins an older torch). Runs after ours, never concurrently, with
+    the same shared flags (timing.add_speed_args)."""
     if not python:
         return []
-    cmd = [
-        python,
-        str(Path(__file__).with_name("lerobot_peer.py")),
-        "--runs",
-        str(runs),
-        "--threads",
-        str(threads),
-    ]
-    out = subprocess.run(cmd + (["--no-big"] if no_big else []), check=True, capture_output=True, text=True)
+    cmd = [python, str(Path(__file__).with_name("lerobot_peer.py"))]
+    cmd += ["--threads", str(args.threads), "--runs", str(args.runs)]
+    cmd += ["--train-steps", str(args.train_steps), "--calls", str(args.calls)] + ["--no-big"] * args.no_big
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
@@ -120,12 +108,8 @@ PAIRS = [
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--train-steps", type=int, default=30)
-    ap.add_argument("--calls", type=int, default=30)
+    add_speed_args(ap, torch.get_num_threads(), "skip the ~65M-param U-Net rows")
     ap.add_argument("--heads", default=",".join(HEADS))
-    ap.add_argument("--no-big", action="store_true", help="skip the ~65M-param U-Net rows")
     ap.add_argument(
         "--lerobot-python",
         help="interpreter of a venv with lerobot==0.4.4 installed: adds LeRobot's DiffusionPolicy side by side",
@@ -154,7 +138,7 @@ def main() -> None:
         train_steps = 6 if big else args.train_steps
         rows.append(bench(name, cfg, args.runs, train_steps, 10 if big else args.calls))
         print(f"done {name}", flush=True)
-    peers = peer_rows(args.lerobot_python, args.runs, args.threads, args.no_big)
+    peers = peer_rows(args.lerobot_python, args)
     rows += peers
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+from functools import partial
 
 import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
 from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
-from timing import latency_ms, samples_per_s
+from timing import add_speed_args, latency_ms, samples_per_s, speed_row
 
 BATCH, OBS, TO, TP, DA = 64, 20, 2, 16, 5
 
@@ -83,11 +83,7 @@ def act_ms(policy: DiffusionPolicy, calls: int, amp: bool) -> tuple[float, float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--train-steps", type=int, default=30)
-    ap.add_argument("--calls", type=int, default=30)
-    ap.add_argument("--no-big", action="store_true", help="skip the 256-512-1024 and default-size rows")
+    add_speed_args(ap, torch.get_num_threads(), "skip the 256-512-1024 and default-size rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     # (name, U-Net config, train steps, act calls): ours' default size, diffusion_policy's size, LeRobot's default.
@@ -120,18 +116,12 @@ def main() -> None:
     for name, unet, steps, calls in configs:
         policy = make(**unet)
         amp = "bf16" in name  # LeRobot's policy.use_amp: torch.autocast around forward and sampling
-        sps, p50, p90 = [], [], []
-        for _ in range(args.runs):
-            sps.append(train_sps(policy, steps, amp))
-            a, b = act_ms(policy, calls, amp)
-            p50.append(a)
-            p90.append(b)
         row = {
             "policy": name,
             "params": sum(p.numel() for p in policy.parameters()),
-            "train_sps": statistics.median(sps),
-            "act_p50_ms": statistics.median(p50),
-            "act_p90_ms": statistics.median(p90),
+            **speed_row(
+                partial(train_sps, policy, steps, amp), partial(act_ms, policy, calls, amp), args.runs
+            ),
             "versions": f"lerobot {lerobot.__version__}, torch {torch.__version__}",
         }
         print(json.dumps(row), flush=True)
