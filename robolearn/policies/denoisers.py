@@ -95,7 +95,7 @@ def inference_copy(net: nn.Module, dtype: str) -> nn.Module:
 
     The cache is keyed on the parameters' version counters (bumped by optimizer steps, load_state_dict and
     any in-place update under no_grad). Writes through ``param.data`` do NOT bump them: call
-    ``net.__dict__.pop("_inference_copy", None)`` and ``clear_packed(net)`` after such writes.
+    ``clear_inference_caches(net)`` after such writes.
     """
     if dtype == "float32":
         return net
@@ -181,7 +181,8 @@ def _linear(x2d: Tensor, mod: nn.Module, w2d: Tensor, bias: Tensor | None) -> Te
 
     With oneDNN, w2d is prepacked once for this row count (a copy cached on ``mod``, rebuilt when the weight's
     version counter or storage changes): packed GEMMs stream the weight at ~30-45 GB/s on 2 cores where MKL's
-    skinny sgemm reaches ~10. Writes through ``param.data`` do not bump the version: call ``clear_packed``.
+    skinny sgemm reaches ~10. Writes through ``param.data`` do not bump the version: call
+    ``clear_inference_caches``.
     """
     if not _ONEDNN:
         return F.linear(x2d, w2d, bias)
@@ -196,9 +197,11 @@ def _linear(x2d: Tensor, mod: nn.Module, w2d: Tensor, bias: Tensor | None) -> Te
     return torch.ops.mkldnn._linear_pointwise(x2d, cache["w"], bias, "none", [], "")
 
 
-def clear_packed(net: nn.Module) -> None:
-    """Drop every prepacked weight under ``net`` (after writes through ``param.data``; frees the copies)."""
+def clear_inference_caches(net: nn.Module) -> None:
+    """Drop the sampling caches under ``net`` (the bfloat16 copy and every prepacked weight): needed after
+    writes through ``param.data``, which the caches' version keys cannot see; also frees the copies."""
     for m in net.modules():
+        m.__dict__.pop("_inference_copy", None)
         m.__dict__.pop("_packed", None)
 
 
