@@ -14,6 +14,11 @@ A window is anchored at every step t of an episode, so a dataset has `sum(T_i)` 
 Two modes: `in_ram=True` (default) reads the selected episodes once into flat arrays and gathers whole
 batches with numpy fancy indexing (no per-item Python loop); `in_ram=False` keeps the file closed until
 first use in each process (safe with DataLoader workers) and reads each window's slices from disk.
+
+Observation dtypes: uint8 (H, W, 3) arrays are images and stay uint8; every other numeric or bool array
+(float64 as robomimic writes it, float16, ints, bool, uint8 low-dim) is low-dim and is cast to float32
+when loaded, in both modes. `spec()` gives the policy's dtype ("float32"/"uint8") and keeps the file's own
+as ``stored_dtype``. Compressed datasets (gzip as robomimic writes images, lzf as we do) read the same.
 """
 
 from __future__ import annotations
@@ -26,6 +31,17 @@ import numpy as np
 import torch
 
 from robolearn.data.store import StoreError, StoreInfo, open_h5, read_info
+
+
+def policy_dtype(shape, stored_dtype) -> str | None:
+    """The dtype a policy sees for an observation key stored as `stored_dtype` with per-step `shape`:
+    "uint8" for (H, W, 3) uint8 images, "float32" for any other numeric or bool array, None if neither."""
+    dt = np.dtype(stored_dtype)
+    if dt == np.uint8 and len(shape) == 3:
+        return "uint8"
+    if dt.kind in "fiub":
+        return "float32"
+    return None
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -59,8 +75,19 @@ class WindowDataset(torch.utils.data.Dataset):
         self.obs_keys = sorted(obs_keys) if obs_keys else all_keys
         missing = [k for k in self.obs_keys if k not in info.obs_keys]
         if missing:
-            raise StoreError(f"{self.path}: obs keys {missing} not in the file (it has {all_keys}). "
-                             "Fix: choose from the file's keys")
+            raise StoreError(
+                f"{self.path}: obs keys {missing} not in the file (it has {all_keys}). "
+                "Fix: choose from the file's keys"
+            )
+        self.stored_dtypes = {k: np.dtype(info.obs_keys[k][1]) for k in self.obs_keys}
+        self.obs_dtypes = {k: policy_dtype(info.obs_keys[k][0], dt) for k, dt in self.stored_dtypes.items()}
+        bad = {k: str(self.stored_dtypes[k]) for k, v in self.obs_dtypes.items() if v is None}
+        if bad:
+            raise StoreError(
+                f"{self.path}: obs keys {sorted(bad)} have non-numeric dtypes {bad}; observations "
+                "must be numbers, bools or uint8 (H, W, 3) images. Fix: leave them out with "
+                f"obs_keys={sorted(set(self.obs_keys) - set(bad))}"
+            )
         lengths = np.array([info.lengths[d] for d in self.demos])
         self.ends = np.cumsum(lengths)
         self.starts = self.ends - lengths
@@ -75,17 +102,26 @@ class WindowDataset(torch.utils.data.Dataset):
         self._pid = None
         self.weights = None  # optional per-step sample weights (interventions)
         if in_ram:
-            self.obs, self.actions, extra = _load_flat(self.path, self.demos, self.obs_keys)
+            self.obs, self.actions, extra = _load_flat(self.path, self.demos, self.obs_dtypes)
             self.interventions = extra.get("interventions")
             if not np.isfinite(self.actions).all():
-                raise StoreError(f"{self.path}: actions contain NaN/inf. Fix: run `robolearn inspect {self.path} "
-                                 "--validate` to find the episode, then drop it")
+                raise StoreError(
+                    f"{self.path}: actions contain NaN/inf. Fix: run `robolearn inspect {self.path} "
+                    "--validate` to find the episode, then drop it"
+                )
 
     # ------------------------------------------------------------------ spec the policy is built from
     def spec(self) -> dict:
+        """dtype: what the policy is fed (obs are cast on load); stored_dtype: what the file holds."""
         return {
-            "obs": {k: {"shape": list(self.info.obs_keys[k][0]), "dtype": self.info.obs_keys[k][1]}
-                    for k in self.obs_keys},
+            "obs": {
+                k: {
+                    "shape": list(self.info.obs_keys[k][0]),
+                    "dtype": self.obs_dtypes[k],
+                    "stored_dtype": self.stored_dtypes[k].name,
+                }
+                for k in self.obs_keys
+            },
             "action_dim": int(self.info.action_dim),
             "To": self.To,
             "Tp": self.Tp,
@@ -153,7 +189,7 @@ class WindowDataset(torch.utils.data.Dataset):
         a_lo, a_hi = t, min(T, t + self.Tp)
         obs = {}
         for k in self.obs_keys:
-            x = g["obs"][k][o_lo:o_hi]
+            x = g["obs"][k][o_lo:o_hi].astype(self.obs_dtypes[k], copy=False)
             obs[k] = np.concatenate([np.repeat(x[:1], self.To - len(x), 0), x]) if len(x) < self.To else x
         a = g["actions"][a_lo:a_hi].astype(np.float32)
         if len(a) < self.Tp:
@@ -182,15 +218,18 @@ def select_demos(info: StoreInfo, split: str | None, sources=None, success_only=
     return demos
 
 
-def _load_flat(path, demos, obs_keys):
+def _load_flat(path, demos, obs_dtypes: dict[str, str]):
+    """obs_dtypes: key -> the dtype to hold it in (see policy_dtype)."""
     with open_h5(path) as f:
         data = f["data"]
-        obs = {k: np.concatenate([data[d]["obs"][k][()] for d in demos]) for k in obs_keys}
+        # cast per episode: a float64 file never sits in RAM at twice the size
+        obs = {
+            k: np.concatenate([data[d]["obs"][k][()].astype(dt, copy=False) for d in demos])
+            for k, dt in obs_dtypes.items()
+        }
         actions = np.concatenate([data[d]["actions"][()] for d in demos]).astype(np.float32)
         extra = {}
         if all("interventions" in data[d] for d in demos):
-            extra["interventions"] = np.concatenate([data[d]["interventions"][()] for d in demos]).astype(bool)
-    for k, v in obs.items():
-        if v.dtype == np.float64:
-            obs[k] = v.astype(np.float32)
+            iv = np.concatenate([data[d]["interventions"][()] for d in demos])
+            extra["interventions"] = iv.astype(bool)
     return obs, actions, extra

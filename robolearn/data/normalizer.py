@@ -21,9 +21,16 @@ _EPS = 1e-6
 MIN_RANGE = 1e-3
 
 
+# names a ModuleDict entry cannot take: its own attributes ("half", "type", "keys", "train", ...)
+_TAKEN = frozenset(dir(nn.ModuleDict()))
+
+
 def _escape(key: str) -> str:
     # nn.Module names cannot contain "." (e.g. LeRobot-style "observation.state").
-    return key.replace("%", "%25").replace(".", "%2E")
+    name = key.replace("%", "%25").replace(".", "%2E")
+    if name in _TAKEN:  # e.g. an obs key "half": escape its first character (no other key escapes to it)
+        name = f"%{ord(name[0]):02X}{name[1:]}"
+    return name
 
 
 class _KeyStats(nn.Module):

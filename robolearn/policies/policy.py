@@ -98,10 +98,29 @@ def validate_spec(spec: dict) -> None:
             f"action_dim={spec['action_dim']}"
         )
     for k, v in spec["obs"].items():
+        # dtype is what the policy is fed (low-dim float32, images uint8); the file's own dtype (float64,
+        # float16, ints, bool, uint8 low-dim) goes in the optional stored_dtype, cast when data is loaded
         if v.get("dtype") not in ("float32", "uint8"):
-            raise ValueError(f"policy spec obs[{k!r}].dtype={v.get('dtype')!r}; valid: 'float32', 'uint8'")
+            raise ValueError(
+                f"policy spec obs[{k!r}].dtype={v.get('dtype')!r}; valid: 'float32', 'uint8' (the policy's input "
+                "dtype: build the spec with WindowDataset.spec(), which casts low-dim obs to float32 and keeps "
+                "the file's dtype as 'stored_dtype')"
+            )
         if v["dtype"] == "uint8" and len(v["shape"]) != 3:
-            raise ValueError(f"policy spec obs[{k!r}]: uint8 images must be (H, W, 3), got {v['shape']}")
+            raise ValueError(
+                f"policy spec obs[{k!r}]: uint8 images must be (H, W, 3), got {v['shape']} "
+                "(uint8 low-dim obs are dtype 'float32' with stored_dtype 'uint8')"
+            )
+        sd = v.get("stored_dtype")
+        if sd is not None:
+            try:
+                ok = np.dtype(sd).kind in "fiub"
+            except TypeError:
+                ok = False
+            if not ok:
+                raise ValueError(
+                    f"policy spec obs[{k!r}].stored_dtype={sd!r}: not a numeric or bool numpy dtype name"
+                )
 
 
 class Policy(nn.Module):
@@ -137,6 +156,10 @@ class Policy(nn.Module):
                     f"observation is missing key {k!r}; the policy expects {sorted(self.spec['obs'])}"
                 )
             x = torch.as_tensor(np.asarray(obs[k]) if not isinstance(obs[k], Tensor) else obs[k], device=dev)
+            if v["dtype"] == "float32" and x.dtype != torch.float32:
+                # env obs may be float64/int/bool/uint8 low-dim (so may robomimic files, cast on load):
+                # feed what the policy was trained on; a uint8 low-dim key must not be mistaken for an image
+                x = x.float()
             want = (self.To, *v["shape"])
             if tuple(x.shape[1:]) != want:
                 raise ValueError(
