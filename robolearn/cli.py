@@ -10,7 +10,9 @@ ordinary arguments.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +45,9 @@ def compose(command: str, overrides: list[str]):
     config_name = command
     rest = []
     i = 0
-    while i < len(overrides):  # --config-name NAME / --config-name=NAME picks a preset under configs/<command>/
+    while i < len(
+        overrides
+    ):  # --config-name NAME / --config-name=NAME picks a preset under configs/<command>/
         o = overrides[i]
         if o == "--config-name" and i + 1 < len(overrides):
             config_name = f"{command}/{overrides[i + 1]}"
@@ -74,7 +78,9 @@ def _config_help(command: str, cls) -> str:
     from robolearn.config import help_lines
 
     doc = (COMMANDS[command][1] or "").strip()
-    return "\n".join([f"usage: robolearn {command} [key=value ...]", "", doc, "", "fields:", *help_lines(cls)])
+    return "\n".join(
+        [f"usage: robolearn {command} [key=value ...]", "", doc, "", "fields:", *help_lines(cls)]
+    )
 
 
 def _wants_help(args: list[str]) -> bool:
@@ -102,7 +108,9 @@ def cmd_record(args: list[str]) -> int:
 
 
 def cmd_inspect(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="robolearn inspect", description="Summarise (and validate) an episode store.")
+    p = argparse.ArgumentParser(
+        prog="robolearn inspect", description="Summarise (and validate) an episode store."
+    )
     p.add_argument("file")
     p.add_argument("--validate", action="store_true", help="read every array; exit non-zero on any defect")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -149,12 +157,21 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int] | str, str]] = {
     "record": (cmd_record, "Record episodes (scripted expert or teleop) into an HDF5 store."),
     "inspect": (cmd_inspect, "Summarise an HDF5 store; --validate exits non-zero on any defect."),
     "convert": (cmd_convert, "Import a Minari dataset into robolearn's HDF5 layout."),
-    "train": ("robolearn.algos.bc:cmd_train", "Train a behaviour-cloning policy (mse|gmm|tokenized|diffusion|flow)."),
-    "eval": ("robolearn.eval.commands:cmd_eval", "Evaluate a checkpoint (or scripted/random) on fixed seeds."),
+    "train": (
+        "robolearn.algos.bc:cmd_train",
+        "Train a behaviour-cloning policy (mse|gmm|tokenized|diffusion|flow).",
+    ),
+    "eval": (
+        "robolearn.eval.commands:cmd_eval",
+        "Evaluate a checkpoint (or scripted/random) on fixed seeds.",
+    ),
     "plot": ("robolearn.eval.commands:cmd_plot", "Learning curves (PNG) from run folders' TensorBoard logs."),
     "compare": ("robolearn.eval.commands:cmd_compare", "A HIL-SERL-style table from several results.json."),
     "dagger": ("robolearn.algos.dagger:cmd_dagger", "DAgger / interventions: label, aggregate, retrain."),
-    "finetune": ("robolearn.algos.finetune:cmd_finetune", "Fine-tune a BC policy online with SAC, demos mixed in."),
+    "finetune": (
+        "robolearn.algos.finetune:cmd_finetune",
+        "Fine-tune a BC policy online with SAC, demos mixed in.",
+    ),
     "loop": ("robolearn.loop:cmd_loop", "The whole loop: demos -> BC -> DAgger -> SAC -> eval, one report."),
 }
 
@@ -191,8 +208,11 @@ def usage() -> str:
     lines = ["usage: robolearn <command> [key=value ...]", "", "commands:"]
     for name, (_, doc) in _available().items():
         lines.append(f"  {name:<10} {doc}")
-    lines += ["", "`robolearn <command> --help` lists a command's fields. Example:",
-              "  robolearn record env=robolearn/Lift-v0 expert=scripted episodes=50 out=datasets/lift.hdf5"]
+    lines += [
+        "",
+        "`robolearn <command> --help` lists a command's fields. Example:",
+        "  robolearn record env=robolearn/Lift-v0 expert=scripted episodes=50 out=datasets/lift.hdf5",
+    ]
     return "\n".join(lines)
 
 
@@ -208,16 +228,64 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in avail:
         err_console.print(f"robolearn: unknown command {cmd!r}; valid commands: {list(avail)}")
         return 2
-    from robolearn.data.store import StoreError
-
+    debug = "--debug" in argv or os.environ.get("ROBOLEARN_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     try:
         return _resolve(avail[cmd][0])(argv[1:]) or 0
-    except (UserError, StoreError) as e:
-        err_console.print(f"robolearn {cmd}: {e}", markup=False, highlight=False)
-        return 2
-    except KeyboardInterrupt:
-        err_console.print(f"robolearn {cmd}: interrupted")
-        return 130
+    except KeyboardInterrupt as e:
+        from robolearn.signals import exit_code
+
+        err_console.print(
+            f"robolearn {cmd}: interrupted ({e}); finished work is kept, rerun the same command to continue",
+            markup=False,
+            highlight=False,
+        )
+        return exit_code(e)
+    except Exception as e:  # noqa: BLE001 - sorted below: the user's errors get a message, bugs a traceback
+        msg = user_message(e)
+        if msg is None or debug:
+            raise
+        err_console.print(f"robolearn {cmd}: {msg}", markup=False, highlight=False)
+        return 2 if isinstance(e, (UserError, ValueError)) else 1
+
+
+def user_message(e: BaseException) -> str | None:
+    """The message of an error the user can act on (bad config, file, checkpoint, disk), else None (a bug:
+    shown with its traceback). `--debug` or ROBOLEARN_DEBUG=1 shows the traceback for every error."""
+    from robolearn.config import ConfigError
+    from robolearn.data.store import StoreError
+    from robolearn.policies.checkpoint import CheckpointError
+
+    known: tuple[type[BaseException], ...] = (UserError, ConfigError, StoreError, CheckpointError)
+    try:
+        from robolearn.eval.runner import EvalError
+
+        known += (EvalError,)
+    except ImportError:
+        pass
+    if isinstance(e, known):
+        return str(e)
+    if isinstance(e, FloatingPointError):  # our trainers raise it with the step, the value and the fix
+        return str(e)
+    if isinstance(e, OSError) and e.errno in (
+        errno.ENOSPC,
+        errno.EACCES,
+        errno.EROFS,
+        errno.EPERM,
+        errno.EDQUOT,
+        errno.ENOENT,
+        errno.EISDIR,
+        errno.ENOTDIR,
+    ):
+        if "Fix:" in str(e):  # our own OSErrors (checkpoint writes) carry the whole message
+            return e.strerror if e.strerror and "Fix:" in e.strerror else str(e)
+        fix = {
+            errno.ENOSPC: "free space or use out= on another disk",
+            errno.EDQUOT: "free space",
+            errno.ENOENT: "check the path",
+        }.get(e.errno, "use a writable out= folder")
+        return f"{e.strerror or e}: {e.filename or '?'}. Fix: {fix}"
+    return None
 
 
 if __name__ == "__main__":

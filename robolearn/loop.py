@@ -3,8 +3,11 @@
     robolearn loop --config-name peg_insert          # configs/loop/peg_insert.yaml
     robolearn loop env=robolearn/PushT-v0 policy=gmm out=runs/loop_pusht
 
-Every stage writes into its own sub-folder of `out/` and is skipped when its result is already there,
-so an interrupted loop resumes where it stopped (a half-finished stage resumes from its own checkpoint):
+Every stage writes into its own sub-folder of `out/` with a `stage.json` naming its inputs (config and the
+sha256 of the files it read). A stage is done only when its run completed (`"done": true`); an interrupted
+stage makes the loop exit 130/143 at once, and rerunning the same command resumes it from its own
+checkpoint. When a stage's inputs change (an upstream stage was retrained, a config value differs), its old
+folder is moved to `out/stale/` and the stage runs again, so no report mixes results of different runs:
 
     out/demos.hdf5           scripted demonstrations (or a copy of `demos=`)
     out/bc/                  robolearn train run          out/eval_bc/       its evaluation
@@ -19,12 +22,15 @@ import json
 import logging
 import platform
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.config import ConfigError, choice, env_id, opt, positive
+from robolearn.fileutil import file_digest, write_json_atomic
+from robolearn.signals import Interrupted
 
 log = logging.getLogger(__name__)
 STAGES = ("bc", "dagger", "sac")
@@ -46,7 +52,9 @@ class LoopSACConfig:
     demo_ratio: float = opt(0.5, "share of demo transitions in each batch")
     reward_type: str = opt("sparse", "reward SAC optimises: sparse (success, HIL-SERL's choice) | dense")
     utd: int = opt(1, "critic updates per env step")
-    eval_every: int = opt(1000, "evaluation every N env steps; keeps checkpoints/best.pt (0 = only at the end)")
+    eval_every: int = opt(
+        1000, "evaluation every N env steps; keeps checkpoints/best.pt (0 = only at the end)"
+    )
     critic_warmup: int = opt(1000, "critic-only updates before the actor moves")
     bc_weight: float = opt(1.0, "BC term on demo actions in the actor loss")
 
@@ -75,6 +83,19 @@ class LoopConfig:
         from robolearn.policies import HEADS
 
         env_id("env", self.env)
+        self.bc.check("bc.")
+        positive("eval_workers", self.eval_workers)
+        positive("videos", self.videos, zero_ok=True)
+        for name in ("rounds", "episodes_per_round", "steps"):
+            positive(f"dagger.{name}", getattr(self.dagger, name))
+        choice("dagger.retrain", self.dagger.retrain, ("scratch", "finetune"))
+        for name in ("steps", "utd"):
+            positive(f"sac.{name}", getattr(self.sac, name))
+        for name in ("eval_every", "critic_warmup", "bc_weight"):
+            positive(f"sac.{name}", getattr(self.sac, name), zero_ok=True)
+        if not 0.0 <= self.sac.demo_ratio <= 1.0:
+            raise ConfigError(f"sac.demo_ratio={self.sac.demo_ratio!r} must be in [0, 1]")
+        choice("sac.reward_type", self.sac.reward_type, ("sparse", "dense"))
         choice("policy", self.policy, sorted(HEADS))
         for s in self.stages:
             choice("stages[]", s, STAGES)
@@ -91,6 +112,57 @@ def register_loop_presets(cs) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ stages
+class Stage:
+    """A loop stage's folder and its `stage.json`: {"inputs": ..., "done": bool}.
+
+    `begin()` -> True when the stage already completed on these inputs (skip it). A folder whose inputs
+    differ (or that predates stage.json) is moved to out/stale/<name>-<time>/ and the stage starts afresh;
+    one with the same inputs and done=false is an interrupted run that resumes from its own checkpoint."""
+
+    def __init__(self, out: Path, name: str, inputs: dict):
+        self.out, self.name, self.dir = out, name, out / name
+        self.inputs = json.loads(json.dumps(inputs, sort_keys=True, default=str))
+        self.marker = self.dir / "stage.json"
+
+    def begin(self) -> bool:
+        if self.marker.exists():
+            try:
+                st = json.loads(self.marker.read_text())
+            except json.JSONDecodeError:
+                st = {}
+            if st.get("inputs") == self.inputs:
+                return bool(st.get("done"))
+            self._set_aside("its inputs changed")
+        elif self.dir.exists() and any(self.dir.iterdir()):
+            self._set_aside("it has no stage.json (written by an older robolearn, or by hand)")
+        self._write(done=False)
+        return False
+
+    def finish(self) -> None:
+        self._write(done=True)
+
+    def _write(self, done: bool) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.marker, {"stage": self.name, "inputs": self.inputs, "done": done})
+
+    def _set_aside(self, why: str) -> None:
+        dest = self.out / "stale" / f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        n = 1
+        while dest.exists():
+            dest = dest.with_name(f"{dest.name.split('.')[0]}.{n}")
+            n += 1
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(self.dir), str(dest))
+        log.warning(
+            "stage %s: %s; its old results moved to %s and the stage runs again", self.name, why, dest
+        )
+
+
+def _raise_if_interrupted(summary: dict, stage: str) -> None:
+    if summary.get("interrupted"):
+        raise Interrupted(summary.get("signal", 2), f"stage {stage} interrupted; rerun the loop to resume it")
+
+
 def stage_demos(cfg: LoopConfig, out: Path) -> Path:
     from robolearn.config import RecordConfig
     from robolearn.data.store import read_info
@@ -99,60 +171,139 @@ def stage_demos(cfg: LoopConfig, out: Path) -> Path:
     demos = out / "demos.hdf5"
     if cfg.demos:
         if not demos.exists():
-            shutil.copyfile(cfg.demos, demos)
+            tmp = out / ".demos.hdf5.tmp"
+            shutil.copyfile(cfg.demos, tmp)
+            tmp.replace(demos)
         return demos
     have = len(read_info(demos).demos) if demos.exists() else 0
     if have < cfg.demo_episodes:  # resume an interrupted recording: only the missing episodes, new seeds
-        record(RecordConfig(env=cfg.env, episodes=cfg.demo_episodes - have, out=str(demos),
-                            seed=cfg.seed * 100_000 + have, success_only=True))
+        _raise_if_interrupted(
+            record(
+                RecordConfig(
+                    env=cfg.env,
+                    episodes=cfg.demo_episodes - have,
+                    out=str(demos),
+                    seed=cfg.seed * 100_000 + have,
+                    success_only=True,
+                )
+            ),
+            "demos",
+        )
     return demos
 
 
 def stage_bc(cfg: LoopConfig, out: Path, demos: Path) -> Path:
     from robolearn.policies import PolicyConfig
 
-    run = out / "bc"
-    ck = run / "checkpoints" / "last.pt"
-    if (run / "summary.json").exists():
+    st = Stage(
+        out,
+        "bc",
+        {
+            "demos": file_digest(demos),
+            "policy": cfg.policy,
+            "head_cfg": cfg.head_cfg,
+            "To": cfg.To,
+            "Tp": cfg.Tp,
+            "Ta": cfg.Ta,
+            "bc": asdict(cfg.bc),
+            "seed": cfg.seed,
+        },
+    )
+    ck = st.dir / "checkpoints" / "last.pt"
+    if st.begin():
         return ck
     bc = TrainLoopConfig(**{**asdict(cfg.bc), "seed": cfg.seed})
-    tcfg = TrainConfig(policy=PolicyConfig(head=cfg.policy, head_cfg=dict(cfg.head_cfg) or None),
-                       data=str(demos), out=str(run), To=cfg.To, Tp=cfg.Tp, Ta=cfg.Ta, train=bc,
-                       resume=ck.exists())
-    train(tcfg)
+    tcfg = TrainConfig(
+        policy=PolicyConfig(head=cfg.policy, head_cfg=dict(cfg.head_cfg) or None),
+        data=str(demos),
+        out=str(st.dir),
+        To=cfg.To,
+        Tp=cfg.Tp,
+        Ta=cfg.Ta,
+        train=bc,
+        resume=ck.exists(),
+    )
+    _raise_if_interrupted(train(tcfg), "bc")
+    st.finish()
     return ck
 
 
 def stage_dagger(cfg: LoopConfig, out: Path, demos: Path, policy: Path) -> Path:
     from robolearn.algos.dagger import DaggerConfig, run_dagger
 
-    run = out / "dagger"
-    if (run / "results.json").exists():
-        return run / "checkpoints" / "last.pt"
+    st = Stage(
+        out,
+        "dagger",
+        {
+            "demos": file_digest(demos),
+            "policy": file_digest(policy),
+            "dagger": asdict(cfg.dagger),
+            "bc": asdict(cfg.bc),
+            "seed": cfg.seed,
+        },
+    )
+    if st.begin():
+        return st.dir / "checkpoints" / "last.pt"
     d = cfg.dagger
-    run_dagger(DaggerConfig(policy=str(policy), data=str(demos), env=cfg.env, out=str(run), mode=d.mode,
-                            rounds=d.rounds, episodes_per_round=d.episodes_per_round, retrain=d.retrain,
-                            eval_episodes=0, seed=cfg.seed,
-                            train=TrainLoopConfig(**{**asdict(cfg.bc), "steps": d.steps, "seed": cfg.seed})))
-    return run / "checkpoints" / "last.pt"
+    run_dagger(
+        DaggerConfig(
+            policy=str(policy),
+            data=str(demos),
+            env=cfg.env,
+            out=str(st.dir),
+            mode=d.mode,
+            rounds=d.rounds,
+            episodes_per_round=d.episodes_per_round,
+            retrain=d.retrain,
+            eval_episodes=0,
+            seed=cfg.seed,
+            train=TrainLoopConfig(**{**asdict(cfg.bc), "steps": d.steps, "seed": cfg.seed}),
+        )
+    )
+    st.finish()
+    return st.dir / "checkpoints" / "last.pt"
 
 
 def stage_sac(cfg: LoopConfig, out: Path, demos: Path, policy: Path) -> Path:
     from robolearn.algos.finetune import FinetuneConfig, finetune
 
-    run = out / "sac"
-    ck = run / "checkpoints" / "last.pt"
+    st = Stage(
+        out,
+        "sac",
+        {
+            "demos": file_digest(demos),
+            "policy": file_digest(policy),
+            "sac": asdict(cfg.sac),
+            "eval_episodes": cfg.eval_episodes,
+            "seed": cfg.seed,
+        },
+    )
+    ck = st.dir / "checkpoints" / "last.pt"
     # best.pt: the fine-tuned actor that did best on finetune's periodic evaluations (eval seed 1);
     # the loop evaluates it on seed 0, so the selection does not bias the table
-    best = run / "checkpoints" / "best.pt"
-    if (run / "results.json").exists():
+    best = st.dir / "checkpoints" / "best.pt"
+    if st.begin():
         return best if best.exists() else ck
     s = cfg.sac
-    fcfg = FinetuneConfig(policy=str(policy), env=cfg.env, demos=str(demos), out=str(run), steps=s.steps,
-                          bridge=s.bridge, demo_ratio=s.demo_ratio, reward_type=s.reward_type, utd=s.utd,
-                          eval_every=s.eval_every, eval_episodes=min(cfg.eval_episodes, 20), seed=cfg.seed,
-                          critic_warmup=s.critic_warmup, bc_weight=s.bc_weight, resume=ck.exists())
-    finetune(fcfg)
+    fcfg = FinetuneConfig(
+        policy=str(policy),
+        env=cfg.env,
+        demos=str(demos),
+        out=str(st.dir),
+        steps=s.steps,
+        bridge=s.bridge,
+        demo_ratio=s.demo_ratio,
+        reward_type=s.reward_type,
+        utd=s.utd,
+        eval_every=s.eval_every,
+        eval_episodes=min(cfg.eval_episodes, 20),
+        seed=cfg.seed,
+        critic_warmup=s.critic_warmup,
+        bc_weight=s.bc_weight,
+        resume=ck.exists(),
+    )
+    _raise_if_interrupted(finetune(fcfg), "sac")
+    st.finish()
     return best if best.exists() else ck
 
 
@@ -160,14 +311,30 @@ def stage_eval(cfg: LoopConfig, out: Path, name: str, ckpt: Path) -> dict:
     from robolearn.eval.config import EvalConfig
     from robolearn.eval.runner import evaluate
 
-    res_dir = out / f"eval_{name}"
-    if (res_dir / "results.json").exists():
-        return json.loads((res_dir / "results.json").read_text())
+    st = Stage(
+        out,
+        f"eval_{name}",
+        {"policy": file_digest(ckpt), "episodes": cfg.eval_episodes, "seeds": [0], "env": cfg.env},
+    )
+    if st.begin():
+        return json.loads((st.dir / "results.json").read_text())
     # every stage is evaluated on the same fixed episode seeds (seed 0: env seeds 0..episodes-1) and with the
     # dense reward, so the return column compares (the SAC stage trains on the sparse one by default)
-    return evaluate(EvalConfig(policy=str(ckpt), env=cfg.env, episodes=cfg.eval_episodes, seeds=[0],
-                               workers=cfg.eval_workers, out=str(res_dir), videos=cfg.videos,
-                               reward_type="dense" if cfg.env.startswith("robolearn/") else None), show=False)
+    res = evaluate(
+        EvalConfig(
+            policy=str(ckpt),
+            env=cfg.env,
+            episodes=cfg.eval_episodes,
+            seeds=[0],
+            workers=cfg.eval_workers,
+            out=str(st.dir),
+            videos=cfg.videos,
+            reward_type="dense" if cfg.env.startswith("robolearn/") else None,
+        ),
+        show=False,
+    )
+    st.finish()
+    return res
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -175,7 +342,10 @@ def write_report(cfg: LoopConfig, out: Path, rows: list[tuple[str, dict]], exper
     import robolearn
 
     lines = [f"# robolearn loop: {cfg.env}, BC head `{cfg.policy}`", ""]
-    lines += ["| stage | success rate (95% CI) | cycle time (steps) | return | vs BC |", "|---|---|---|---|---|"]
+    lines += [
+        "| stage | success rate (95% CI) | cycle time (steps) | return | vs BC |",
+        "|---|---|---|---|---|",
+    ]
     base = rows[0][1] if rows else None
     for name, r in ([("scripted expert", expert)] if expert else []) + rows:
         ci = r.get("success_ci") or [float("nan")] * 2
@@ -186,10 +356,15 @@ def write_report(cfg: LoopConfig, out: Path, rows: list[tuple[str, dict]], exper
             rel = f"{d:+.0%} success"
             if ct and base.get("cycle_time_steps"):
                 rel += f", {base['cycle_time_steps'] / ct:.2f}x cycle speed"
-        lines.append(f"| {name} | {r['success_rate']:.0%} ({ci[0]:.0%}-{ci[1]:.0%}) | "
-                     f"{'-' if ct is None else f'{ct:.1f}'} | {r.get('return_mean', float('nan')):.1f} | {rel} |")
-    lines += ["", f"{cfg.eval_episodes} evaluation episodes per stage on the same env seeds (0..{cfg.eval_episodes - 1}).",
-              ""]
+        lines.append(
+            f"| {name} | {r['success_rate']:.0%} ({ci[0]:.0%}-{ci[1]:.0%}) | "
+            f"{'-' if ct is None else f'{ct:.1f}'} | {r.get('return_mean', float('nan')):.1f} | {rel} |"
+        )
+    lines += [
+        "",
+        f"{cfg.eval_episodes} evaluation episodes per stage on the same env seeds (0..{cfg.eval_episodes - 1}).",
+        "",
+    ]
     for name, _ in rows:
         vids = sorted((out / f"eval_{name}" / "videos").glob("*.mp4"))
         if vids:
@@ -197,8 +372,16 @@ def write_report(cfg: LoopConfig, out: Path, rows: list[tuple[str, dict]], exper
     curves = out / "curves.png"
     if curves.exists():
         lines += ["", "![learning curves](curves.png)"]
-    lines += ["", "## Config", "```json", json.dumps(asdict(cfg), indent=2, default=str), "```", "",
-              "## Versions", ""]
+    lines += [
+        "",
+        "## Config",
+        "```json",
+        json.dumps(asdict(cfg), indent=2, default=str),
+        "```",
+        "",
+        "## Versions",
+        "",
+    ]
     for mod in ("torch", "mujoco", "gymnasium", "numpy", "diffusers", "h5py"):
         try:
             lines.append(f"- {mod} {__import__(mod).__version__}")
@@ -214,6 +397,7 @@ def write_report(cfg: LoopConfig, out: Path, rows: list[tuple[str, dict]], exper
 def run_loop(cfg: LoopConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").unlink(missing_ok=True)  # rewritten from the stages' results once every stage is done
     demos = stage_demos(cfg, out)
     rows: list[tuple[str, dict]] = []
     ckpt = stage_bc(cfg, out, demos)
@@ -242,11 +426,21 @@ def _expert_row(cfg: LoopConfig, out: Path) -> dict | None:
     from robolearn.eval.config import EvalConfig
     from robolearn.eval.runner import evaluate
 
-    p = out / "eval_expert" / "results.json"
-    if p.exists():
-        return json.loads(p.read_text())
-    return evaluate(EvalConfig(policy="scripted", env=cfg.env, episodes=cfg.eval_episodes, seeds=[0],
-                               out=str(p.parent), videos=0), show=False)
+    st = Stage(
+        out,
+        "eval_expert",
+        {"policy": "scripted", "episodes": cfg.eval_episodes, "seeds": [0], "env": cfg.env},
+    )
+    if st.begin():
+        return json.loads((st.dir / "results.json").read_text())
+    res = evaluate(
+        EvalConfig(
+            policy="scripted", env=cfg.env, episodes=cfg.eval_episodes, seeds=[0], out=str(st.dir), videos=0
+        ),
+        show=False,
+    )
+    st.finish()
+    return res
 
 
 def cmd_loop(args: list[str]) -> int:
@@ -256,8 +450,12 @@ def cmd_loop(args: list[str]) -> int:
 
     if any(a in ("-h", "--help") for a in args):
         print(_config_help("loop", LoopConfig))
-        print("\npresets: robolearn loop --config-name <name>, with <name> one of:",
-              sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "configs" / "loop").glob("*.yaml")))
+        print(
+            "\npresets: robolearn loop --config-name <name>, with <name> one of:",
+            sorted(
+                p.stem for p in (Path(__file__).resolve().parent.parent / "configs" / "loop").glob("*.yaml")
+            ),
+        )
         return 0
     cfg = compose("loop", args)
     res = run_loop(cfg)
@@ -267,8 +465,13 @@ def cmd_loop(args: list[str]) -> int:
     for name, r in ([("expert", res["expert"])] if res["expert"] else []) + res["rows"]:
         ci = r.get("success_ci") or [0, 0]
         ct = r.get("cycle_time_steps")
-        t.add_row(name, f"{r['success_rate']:.0%}", f"{ci[0]:.0%}-{ci[1]:.0%}", "-" if ct is None else f"{ct:.1f}",
-                  f"{r.get('return_mean', 0):.1f}")
+        t.add_row(
+            name,
+            f"{r['success_rate']:.0%}",
+            f"{ci[0]:.0%}-{ci[1]:.0%}",
+            "-" if ct is None else f"{ct:.1f}",
+            f"{r.get('return_mean', 0):.1f}",
+        )
     console.print(t)
     console.print(f"report: {res['report']}")
     if res["video"]:

@@ -8,58 +8,21 @@ printing the summary of what was kept.
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from robolearn.data.store import EpisodeBuilder, EpisodeWriter
 from robolearn.envutil import env_dt, get_state, make_env
+from robolearn.signals import interruptible, stop_point  # noqa: F401  (stop_point re-exported)
 
 log = logging.getLogger(__name__)
 
 
-_STOP = {"requested": False}
-
-
-@contextmanager
-def sigterm_as_interrupt(deferred: bool = False):
-    """Within the block, SIGTERM (and with deferred=True also SIGINT) ends the work like Ctrl-C, so that
-    `finally` clauses, checkpoints and summaries run.
-
-    deferred=False: the handler raises KeyboardInterrupt at once (training loops: torch code, atomic
-    checkpoint files). deferred=True: the handler only sets a flag and `stop_point()`, called between env
-    steps, raises it - recording loops use this so the interrupt never lands inside h5py (a
-    KeyboardInterrupt in an h5py finaliser can hang the interpreter's shutdown)."""
-
-    def raising(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    def flagging(signum, frame):
-        _STOP["requested"] = True
-
-    sigs = (signal.SIGTERM, signal.SIGINT) if deferred else (signal.SIGTERM,)
-    try:
-        old = {s: signal.signal(s, flagging if deferred else raising) for s in sigs}
-    except ValueError:  # not in the main thread
-        yield
-        return
-    _STOP["requested"] = False
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        _STOP["requested"] = False
-
-
-def stop_point() -> None:
-    """Raise KeyboardInterrupt here if a deferred SIGINT/SIGTERM arrived (see sigterm_as_interrupt)."""
-    if _STOP["requested"]:
-        raise KeyboardInterrupt("stop requested")
+# kept here for the callers that import them from robolearn.recording
+sigterm_as_interrupt = interruptible
 
 
 def make_expert(env, kind: str = "scripted", noise: float = 0.0, seed: int | None = None):

@@ -33,6 +33,7 @@ from torch import nn
 
 from robolearn.config import ConfigError, choice, existing_file, in_range, opt, positive
 from robolearn.policies import HEADS, Policy, PolicyConfig, build_policy, policy_state
+from robolearn.policies.checkpoint import FORMAT, CheckpointError, load_state_into, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,22 @@ class TrainLoopConfig:
         "on CPUs with AVX512-BF16/AMX, no gain for small nets)",
     )
 
-    def __post_init__(self):
+    def check(self, prefix: str = "train.") -> None:
+        """Validate; `prefix` names the fields as the user typed them (train.steps, bc.steps, dagger.train.lr)."""
         for name in ("steps", "batch_size", "lr", "ckpt_every", "log_every"):
-            positive(f"train.{name}", getattr(self, name))
-        for name in ("weight_decay", "warmup_steps", "grad_clip", "val_every", "eval_every", "eval_episodes",
-                     "threads"):
-            positive(f"train.{name}", getattr(self, name), zero_ok=True)
-        in_range("train.ema_decay", self.ema_decay, 0.0, 0.99999)
-        choice("train.precision", self.precision, PRECISIONS)
+            positive(f"{prefix}{name}", getattr(self, name))
+        for name in (
+            "weight_decay",
+            "warmup_steps",
+            "grad_clip",
+            "val_every",
+            "eval_every",
+            "eval_episodes",
+            "threads",
+        ):
+            positive(f"{prefix}{name}", getattr(self, name), zero_ok=True)
+        in_range(f"{prefix}ema_decay", self.ema_decay, 0.0, 0.99999)
+        choice(f"{prefix}precision", self.precision, PRECISIONS)
 
 
 @dataclass
@@ -90,9 +99,14 @@ class TrainConfig:
     success_only: bool = opt(False, "keep only successful episodes")
     intervention_weight: float = opt(1.0, "sampling weight of steps where a human/expert intervened")
     drop_before_intervention: int = opt(0, "drop the N policy steps before each intervention (led to it)")
-    policy_step_weight: float = opt(1.0, "sampling weight of the learner's own (unlabelled) steps in "
-                                    "source=intervention episodes (0 = learn only from the takeovers)")
-    init_from: str | None = opt(None, "initialise the weights from this checkpoint (fine-tune instead of scratch)")
+    policy_step_weight: float = opt(
+        1.0,
+        "sampling weight of the learner's own (unlabelled) steps in "
+        "source=intervention episodes (0 = learn only from the takeovers)",
+    )
+    init_from: str | None = opt(
+        None, "initialise the weights from this checkpoint (fine-tune instead of scratch)"
+    )
     env: str | None = opt(None, "env for evaluation rollouts (default: the one recorded in the data)")
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
 
@@ -111,6 +125,7 @@ class TrainConfig:
         if self.init_from:
             existing_file("init_from", self.init_from)
         choice("policy.head", self.policy.head, sorted(HEADS))
+        self.train.check("train.")
 
 
 def register_policy_group(cs) -> None:
@@ -157,14 +172,65 @@ def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float, ste
             ema[k].copy_(v)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only folder); the last good one is intact."""
+
+
+def _clean_stale_tmp(path: Path) -> None:
+    """Remove temp files of checkpoint writes whose process is gone (a kill during torch.save)."""
+    from robolearn.data.store import _pid_alive
+
+    for p in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or (int(pid) != os.getpid() and not _pid_alive(int(pid))):
+            p.unlink(missing_ok=True)
+
+
 def atomic_save(obj: dict, path: Path) -> None:
-    """torch.save to a temp file then rename: a crash never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """torch.save to a temp file then rename: a crash never leaves a half-written checkpoint, and a failed
+    write (disk full, read-only folder) removes its temp file and keeps the previous checkpoint."""
+    import shutil
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointWriteError(
+            e.errno,
+            f"cannot create the checkpoint folder {path.parent}: {e.strerror}. Fix: out= a writable folder",
+        ) from None
+    _clean_stale_tmp(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (
+        OSError,
+        RuntimeError,
+    ) as e:  # torch reports a full disk as RuntimeError("... unexpected pos ...")
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = -1
+        old = path.stat().st_size if path.exists() else 0
+        need = max(old, written)
+        full = (isinstance(e, OSError) and e.errno == 28) or (0 <= free < max(need, 1 << 20))
+        why = (
+            f"no space left on the device (free {free / 1e6:.1f} MB, the checkpoint needs about "
+            f"{max(need, written) / 1e6:.1f} MB)"
+            if full
+            else f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        )
+        keep = f"the previous {path.name} is intact" if path.exists() else "no earlier checkpoint existed"
+        raise CheckpointWriteError(
+            28 if full else getattr(e, "errno", None) or 5,
+            f"could not write the checkpoint {path}: {why}; {keep}. Fix: free space (or out= another disk), "
+            "then rerun with resume=true",
+        ) from None
 
 
 def build_dataset(cfg: TrainConfig, split: str | None):
@@ -174,8 +240,15 @@ def build_dataset(cfg: TrainConfig, split: str | None):
     info = read_info(cfg.data)
     if split == "valid" and "valid" not in info.masks:
         return None
-    ds = WindowDataset(cfg.data, To=cfg.To, Tp=cfg.Tp, split=split, sources=cfg.sources,
-                       success_only=cfg.success_only, obs_keys=cfg.obs_keys)
+    ds = WindowDataset(
+        cfg.data,
+        To=cfg.To,
+        Tp=cfg.Tp,
+        split=split,
+        sources=cfg.sources,
+        success_only=cfg.success_only,
+        obs_keys=cfg.obs_keys,
+    )
     if split == "train":
         _intervention_weights(ds, cfg)
     return ds
@@ -188,8 +261,7 @@ def _intervention_weights(ds, cfg: TrainConfig) -> None:
     iv = ds.interventions
     if iv is None or not iv.any():
         return
-    src = np.repeat([str(ds.info.episode_attrs[d].get("source", "")) for d in ds.demos],
-                    ds.ends - ds.starts)
+    src = np.repeat([str(ds.info.episode_attrs[d].get("source", "")) for d in ds.demos], ds.ends - ds.starts)
     in_iv_ep = src == "intervention"
     if not in_iv_ep.any():
         return
@@ -213,7 +285,10 @@ def make_policy(cfg: TrainConfig, ds) -> Policy:
     spec["Ta"] = cfg.Ta
     lowdim = {k: v for k, v in ds.obs.items() if v.dtype != np.uint8}
     norm = Normalizer.from_data({"action": ds.actions, **lowdim}, mode="minmax")
-    policy = Policy(spec, cfg.policy, norm)
+    try:
+        policy = Policy(spec, cfg.policy, norm)
+    except ValueError as e:  # e.g. image observations that are not (H, W, 3) uint8
+        raise ConfigError(f"data={cfg.data!r}: cannot build a {cfg.policy.head} policy for it: {e}") from None
     policy.fit_data(ds.actions)
     return policy
 
@@ -223,8 +298,75 @@ def _rng_state(rng: np.random.Generator) -> str:
 
 
 def _to_plain(cfg) -> dict:
-    return json.loads(json.dumps(asdict(cfg), default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
-                                 else str(o)))
+    return json.loads(
+        json.dumps(asdict(cfg), default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+    )
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became non-finite or exploded; the message gives the numbers and the fix."""
+
+
+def _check_converged(first_losses: list[float], loss_ema: float | None, tc: TrainLoopConfig) -> None:
+    """A run whose smoothed final loss is >1000x its first steps' (and large in absolute terms) diverged:
+    say so instead of reporting success (train.lr=20 once ended at loss 3.5e31 with exit 0)."""
+    if not first_losses or loss_ema is None:
+        return
+    start = float(np.median(first_losses))
+    if loss_ema > 1e3 * max(abs(start), 1e-3) and loss_ema > 1e2:
+        raise TrainingDiverged(
+            f"training diverged: the loss rose from {start:.4g} (first steps) to {loss_ema:.4g} at the end; "
+            f"the checkpoint holds the diverged weights. Fix: lower train.lr (now {tc.lr:g}) or train.grad_clip"
+        )
+
+
+def _check_resumable(ck: dict, cfg: TrainConfig, ckpt_path: Path) -> None:
+    """resume=true with another head, horizon or obs keys cannot continue the run: say which field differs."""
+    old = ck.get("train_config") or {}
+    want = {"policy": cfg.policy.head, "To": cfg.To, "Tp": cfg.Tp, "obs_keys": cfg.obs_keys}
+    have = {
+        "policy": ck.get("head"),
+        "To": old.get("To"),
+        "Tp": old.get("Tp"),
+        "obs_keys": old.get("obs_keys"),
+    }
+    diff = [
+        f"{k}={want[k]!r} (the run has {have[k]!r})"
+        for k in want
+        if have[k] is not None and want[k] != have[k] and not (k == "obs_keys" and want[k] is None)
+    ]
+    if diff:
+        raise CheckpointError(
+            f"resume=true: {ckpt_path} was trained with other settings: {', '.join(diff)}. Fix: resume with the "
+            "run's settings, or start a new run in another out="
+        )
+
+
+def _check_env_fits(
+    env_id: str | None, env_kwargs: dict, spec: dict, tc: TrainLoopConfig, field: str
+) -> None:
+    """Before training: the evaluation env must take the policy's observations and actions (else the run
+    would fail at its final evaluation, after all the training)."""
+    if not env_id or tc.eval_episodes == 0:
+        return
+    from robolearn.envutil import make_env
+    from robolearn.eval.runner import EvalError, check_compatible
+
+    try:
+        env = make_env(env_id, **env_kwargs)
+    except Exception as e:  # noqa: BLE001 - gymnasium raises many kinds for an env it cannot build
+        raise ConfigError(
+            f"{field}={env_id!r} (used for evaluation) cannot be built: {e}. Fix: env=<task id>, "
+            "or train.eval_episodes=0"
+        ) from None
+    try:
+        check_compatible(spec, env.observation_space, env.action_space, env_id)
+    except EvalError as e:
+        raise ConfigError(
+            f"{e}. Fix: train on data from that env, choose obs_keys=, or train.eval_episodes=0"
+        ) from None
+    finally:
+        env.close()
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -255,9 +397,14 @@ def train(cfg: TrainConfig) -> dict:
     val = build_dataset(cfg, "valid")
     torch.manual_seed(tc.seed)
     policy = make_policy(cfg, ds)
+    _check_env_fits(env_id, env_kwargs, policy.spec, tc, "env" if cfg.env else "the data's env_id")
     if cfg.init_from:
-        init = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
-        policy.load_state_dict(init["ema"] if init.get("ema") is not None else init["model"])
+        init = read_checkpoint(cfg.init_from, (FORMAT,), field="init_from")
+        load_state_into(
+            policy,
+            init["ema"] if init.get("ema") is not None else init["model"],
+            f"init_from={cfg.init_from!r}",
+        )
     optim = make_optimizer(policy, tc.lr, tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(tc.warmup_steps, tc.steps))
     ema = {k: v.detach().clone() for k, v in policy.state_dict().items()} if tc.ema_decay > 0 else None
@@ -265,13 +412,18 @@ def train(cfg: TrainConfig) -> dict:
     start = 0
     history: dict[str, list] = {"eval": []}
 
-    if cfg.resume:
-        if not ckpt_path.exists():
-            raise ConfigError(f"resume=true but {ckpt_path} does not exist. Fix: drop resume=true to start afresh")
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    _clean_stale_tmp(ckpt_path)
+    if cfg.resume and not ckpt_path.exists():
+        # killed before its first checkpoint: nothing to continue, so resume=true starts the run
+        log.info("resume=true: no checkpoint in %s yet; starting the run from step 0", ckpt_path.parent)
+    elif cfg.resume:
+        ck = read_checkpoint(ckpt_path, (FORMAT,), field="resume=true: out")
+        _check_resumable(ck, cfg, ckpt_path)
         if ck.get("train_config", {}).get("data") not in (None, cfg.data):
-            log.warning("resuming with data=%s but the run was trained on %s", cfg.data, ck["train_config"]["data"])
-        policy.load_state_dict(ck["model"])
+            log.warning(
+                "resuming with data=%s but the run was trained on %s", cfg.data, ck["train_config"]["data"]
+            )
+        load_state_into(policy, ck["model"], f"resume=true ({ckpt_path})")
         if ema is not None and ck.get("ema") is not None:
             ema = ck["ema"]
         optim.load_state_dict(ck["optimizer"])
@@ -318,7 +470,9 @@ def train(cfg: TrainConfig) -> dict:
         writer.add_scalar("eval/return", res["return_mean"], step)
         if res.get("cycle_time_steps") is not None:
             writer.add_scalar("eval/cycle_time_steps", res["cycle_time_steps"], step)
-        history["eval"].append({"step": step, "success_rate": res["success_rate"], "return": res["return_mean"]})
+        history["eval"].append(
+            {"step": step, "success_rate": res["success_rate"], "return": res["return_mean"]}
+        )
         return res
 
     @torch.no_grad()
@@ -333,21 +487,33 @@ def train(cfg: TrainConfig) -> dict:
 
     t0 = time.time()
     policy.train()
-    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc=f"train {cfg.policy.head}",
-               disable=rank != 0, unit="step", mininterval=1.0)
+    bar = tqdm(
+        range(start, tc.steps),
+        initial=start,
+        total=tc.steps,
+        desc=f"train {cfg.policy.head}",
+        disable=rank != 0,
+        unit="step",
+        mininterval=1.0,
+    )
     loss_ema, last_val, last_eval = None, None, None
     step = start
-    from robolearn.recording import sigterm_as_interrupt
+    from robolearn.signals import interruptible
 
+    first_losses: list[float] = []
     try:
-        with sigterm_as_interrupt():
+        with interruptible():
             for step in bar:
                 batch = ds.sample(tc.batch_size, rng)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.precision == "bfloat16"):
                     loss, linfo = model(batch)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"BC loss is {loss.item()} at step {step}; lower train.lr or check "
-                                             "the data with `robolearn inspect --validate`")
+                    raise TrainingDiverged(
+                        f"BC loss is {loss.item()} at step {step} (the last checkpoint, if any, is kept). Fix: "
+                        f"lower train.lr (now {tc.lr:g}) or check the data with `robolearn inspect --validate`"
+                    )
+                if len(first_losses) < 20:
+                    first_losses.append(loss.item())
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 gn = nn.utils.clip_grad_norm_(policy.parameters(), tc.grad_clip) if tc.grad_clip else None
@@ -373,17 +539,24 @@ def train(cfg: TrainConfig) -> dict:
                     last_eval = r["success_rate"] if r else last_eval
                 if done % tc.ckpt_every == 0:
                     checkpoint(done)
-                bar.set_postfix(loss=f"{loss_ema:.4f}", **({"val": f"{last_val:.4f}"} if last_val else {}),
-                                refresh=False)
+                bar.set_postfix(
+                    loss=f"{loss_ema:.4f}", **({"val": f"{last_val:.4f}"} if last_val else {}), refresh=False
+                )
             step = tc.steps
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         bar.close()
         checkpoint(step)  # Ctrl-C/SIGTERM: keep what was learned; resume=true continues from here
         if writer is not None:
             writer.close()
         log.info("interrupted at step %d; checkpoint saved to %s (resume=true continues)", step, ckpt_path)
-        return {"interrupted": True, "step": step, "checkpoint": str(ckpt_path)}
+        return {
+            "interrupted": True,
+            "signal": getattr(e, "signum", 2),
+            "step": step,
+            "checkpoint": str(ckpt_path),
+        }
     bar.close()
+    _check_converged(first_losses, loss_ema, tc)
     elapsed = time.time() - t0
     final_val = val_loss()
     checkpoint(tc.steps)
@@ -423,11 +596,13 @@ def cmd_train(args: list[str]) -> int:
         print("  policy=<head>                            one of", sorted(HEADS))
         print("  policy.head_cfg.<field>=...              the head's own config (e.g. num_modes for gmm)")
         return 0
+    from robolearn.signals import exit_code
+
     cfg = compose("train", args)
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         _summary_table(f"train {cfg.policy.head}", summary)
-    return 130 if summary.get("interrupted") else 0
+    return exit_code(signum=summary["signal"]) if summary.get("interrupted") else 0
 
 
 __all__ = ["TrainConfig", "TrainLoopConfig", "train", "cmd_train", "register_policy_group", "atomic_save"]

@@ -16,13 +16,19 @@ Behaviour cloning drifts off the demonstrations (compounding errors). Each round
    - `mode=auto` — ask only where the learner is unsure: `samples` actions are drawn from the (stochastic)
      head; where their spread (mean per-dim std, in normalised units) exceeds `uncertainty`, the expert is
      queried and its action executed and stored as an intervention. Labels are spent only there.
-3. aggregate: the new episodes are appended to `out/aggregate.hdf5` (a copy of `data`; the user's file is
-   never modified);
+3. aggregate: the round's episodes are recorded into `out/round_<i>/episodes.hdf5`, then appended to
+   `out/aggregate.hdf5` (a copy of `data`; the user's file is never modified);
 4. retrain BC on the aggregate (from scratch, or `retrain=finetune` from the current weights) and evaluate.
    Training on intervention episodes up-weights intervention steps (`intervention_weight`) and can drop
    the learner's steps that led into a takeover (`drop_before_intervention`), see `robolearn.algos.bc`.
 
 `results.json` logs success rate against the number of expert labels after every round.
+
+Interrupts and reruns: `dagger_state.json` (written atomically after each finished round) says which rounds
+are done and which inputs (sha256 of `policy` and `data`, mode) the run belongs to; a rerun in the same
+`out=` continues an interrupted round (its finished episodes are kept, its BC run resumes from its
+checkpoint) and never appends an episode twice; a rerun with other inputs is refused. An interrupted run
+exits 130/143 and writes no results.json.
 """
 
 from __future__ import annotations
@@ -38,10 +44,12 @@ import torch
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, atomic_save, train
 from robolearn.config import ConfigError, choice, existing_file, in_range, opt, positive
-from robolearn.data.store import EpisodeBuilder, EpisodeWriter, read_info
+from robolearn.data.store import Episode, EpisodeBuilder, EpisodeWriter, iter_episodes, read_info
 from robolearn.envutil import get_state, make_env
+from robolearn.fileutil import file_digest, write_json_atomic
 from robolearn.policies import ActionChunker, ObsHistory, PolicyConfig, load_policy
-from robolearn.recording import stop_point
+from robolearn.policies.checkpoint import FORMAT, read_checkpoint
+from robolearn.signals import Interrupted, interruptible, stop_point
 
 log = logging.getLogger(__name__)
 MODES = ("expert", "intervention", "auto")
@@ -60,11 +68,15 @@ class DaggerConfig:
     episodes_per_round: int = opt(20, "learner episodes per round")
     beta: float = opt(0.5, "mode=expert: probability of executing the expert's action in round 0")
     beta_decay: float = opt(0.5, "mode=expert: beta_i = beta * beta_decay**i")
-    threshold: float = opt(0.5, "mode=intervention (scripted human): take over when |a_learner - a_expert|_inf > this")
+    threshold: float = opt(
+        0.5, "mode=intervention (scripted human): take over when |a_learner - a_expert|_inf > this"
+    )
     hold: int = opt(5, "mode=intervention: steps the scripted human keeps control once in agreement again")
     uncertainty: float = opt(0.15, "mode=auto: query the expert when sampled actions' std exceeds this")
     samples: int = opt(8, "mode=auto: actions sampled to measure the learner's uncertainty")
-    retrain: str = opt("scratch", "after each round: scratch (retrain) | finetune (continue from current weights)")
+    retrain: str = opt(
+        "scratch", "after each round: scratch (retrain) | finetune (continue from current weights)"
+    )
     intervention_weight: float = opt(2.0, "BC sampling weight of intervention steps")
     drop_before_intervention: int = opt(0, "drop the N learner steps that led into each takeover")
     eval_episodes: int = opt(20, "evaluation episodes after each round")
@@ -72,7 +84,9 @@ class DaggerConfig:
     train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(steps=1000, eval_episodes=0))
 
     def __post_init__(self):
-        existing_file("policy", self.policy, "Train one with `robolearn train ... out=DIR` (DIR/checkpoints/last.pt).")
+        existing_file(
+            "policy", self.policy, "Train one with `robolearn train ... out=DIR` (DIR/checkpoints/last.pt)."
+        )
         existing_file("data", self.data, "Pass the demos the policy was trained on.")
         choice("mode", self.mode, MODES)
         choice("expert", self.expert, ("scripted",))
@@ -90,6 +104,9 @@ class DaggerConfig:
         positive("uncertainty", self.uncertainty)
         positive("samples", self.samples)
         positive("eval_episodes", self.eval_episodes, zero_ok=True)
+        positive("intervention_weight", self.intervention_weight, zero_ok=True)
+        positive("drop_before_intervention", self.drop_before_intervention, zero_ok=True)
+        self.train.check("train.")
 
 
 # --------------------------------------------------------------------------------------------- overrides
@@ -121,8 +138,11 @@ def _to_np(a) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
-def collect_round(policy, env, expert, cfg: DaggerConfig, rnd: int, writer: EpisodeWriter, human=None) -> dict:
-    """Roll out `episodes_per_round` learner episodes with the oracle; append them to `writer`."""
+def collect_round(
+    policy, env, expert, cfg: DaggerConfig, rnd: int, writer: EpisodeWriter, human=None, start_ep: int = 0
+) -> dict:
+    """Roll out learner episodes `start_ep..episodes_per_round-1` with the oracle; append them to `writer`
+    (each episode's attrs hold its `labels` count, so an interrupted round continues where it stopped)."""
     To, Ta = policy.spec["To"], policy.spec.get("Ta", 1)
     beta = cfg.beta * cfg.beta_decay**rnd
     rng = np.random.default_rng(cfg.seed * 7919 + rnd)
@@ -130,7 +150,8 @@ def collect_round(policy, env, expert, cfg: DaggerConfig, rnd: int, writer: Epis
     override = human if human is not None else ScriptedHuman(expert, cfg.threshold, cfg.hold)
     labels, steps, successes = 0, 0, 0
     source = "dagger" if cfg.mode == "expert" else "intervention"
-    for ep in range(cfg.episodes_per_round):
+    for ep in range(start_ep, cfg.episodes_per_round):
+        ep_labels = labels
         seed = 1_000_000 + cfg.seed * 10_000 + rnd * 1000 + ep  # disjoint from eval seeds
         obs, info = env.reset(seed=seed)
         expert.reset(seed=seed)
@@ -170,18 +191,67 @@ def collect_round(policy, env, expert, cfg: DaggerConfig, rnd: int, writer: Epis
         success = bool(info.get("is_success", False))
         successes += success
         steps += len(b)
-        writer.append(b.finish(source, success=success, seed=seed, mode=cfg.mode, round=rnd))
+        writer.append(
+            b.finish(source, success=success, seed=seed, mode=cfg.mode, round=rnd, labels=labels - ep_labels)
+        )
     return {"round_labels": labels, "steps": steps, "rollout_success": successes / cfg.episodes_per_round}
+
+
+def _round_stats(info) -> dict:
+    """A finished round's label/step/success counts, from its episode file (also after a resumed round)."""
+    ea = [info.episode_attrs[d] for d in info.demos]
+    return {
+        "round_labels": int(sum(int(a.get("labels", 0)) for a in ea)),
+        "steps": int(sum(info.lengths.values())),
+        "rollout_success": float(np.mean([bool(a.get("success")) for a in ea])),
+    }
+
+
+def _episode_from_store(ep: dict) -> Episode:
+    attrs = dict(ep["attrs"])
+    core = {k: attrs.pop(k) for k in ("source", "success", "seed") if k in attrs}
+    attrs.pop("num_samples", None)
+    return Episode(
+        obs=ep["obs"],
+        next_obs=ep["next_obs"],
+        actions=ep["actions"],
+        rewards=ep["rewards"],
+        dones=ep["dones"],
+        states=ep.get("states"),
+        interventions=ep.get("interventions"),
+        policy_actions=ep.get("policy_actions"),
+        source=str(core.get("source", "dagger")),
+        success=bool(core.get("success", False)),
+        seed=int(core.get("seed", -1)),
+        attrs=attrs,
+    )
+
+
+def _aggregate_round(agg: Path, round_file: Path, rnd: int, env_id: str, env_kwargs: dict, env) -> None:
+    """Append round `rnd`'s episodes to the aggregate, skipping any already there (a rerun after a kill
+    between appending and saving the state must not duplicate them)."""
+    info = read_info(agg)
+    have = {int(a.get("seed", -1)) for a in info.episode_attrs.values() if int(a.get("round", -1)) == rnd}
+    todo = [(n, e) for n, e in iter_episodes(round_file) if int(e["attrs"].get("seed", -1)) not in have]
+    if not todo:
+        return
+    w = EpisodeWriter(agg, env_id, env_kwargs, env.observation_space, env.action_space)
+    try:
+        for _, e in todo:
+            w.append(_episode_from_store(e))
+    finally:
+        if hasattr(w, "close"):
+            w.close()
 
 
 # --------------------------------------------------------------------------------------------- the loop
 def run_dagger(cfg: DaggerConfig) -> dict:
     from robolearn.eval.runner import evaluate_policy
-    from robolearn.recording import make_expert, sigterm_as_interrupt
+    from robolearn.recording import make_expert
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    ck = torch.load(cfg.policy, map_location="cpu", weights_only=True)
+    ck = read_checkpoint(cfg.policy, (FORMAT,), field="policy")
     policy = load_policy(cfg.policy)
     data_info = read_info(cfg.data)
     env_id = cfg.env or ck.get("env_id") or data_info.env_id
@@ -190,11 +260,28 @@ def run_dagger(cfg: DaggerConfig) -> dict:
     pcfg = PolicyConfig.from_dict(json.loads(ck["config"]) if isinstance(ck["config"], str) else ck["config"])
     agg = out / "aggregate.hdf5"
     state_path = out / "dagger_state.json"
+    inputs = {
+        "policy": file_digest(Path(cfg.policy)),
+        "data": file_digest(Path(cfg.data)),
+        "mode": cfg.mode,
+        "episodes_per_round": cfg.episodes_per_round,
+        "seed": cfg.seed,
+    }
     state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if state is not None and state.get("inputs") != inputs:
+        old = state.get("inputs") or {}
+        diff = [k for k in inputs if old.get(k) != inputs[k]]
+        raise ConfigError(
+            f"out={cfg.out!r} holds a DAgger run with other inputs ({', '.join(diff) or 'unknown'} differ: policy/data "
+            "are compared by content). Fix: out=<a new folder> for this run, or delete the old one"
+        )
+    (out / "results.json").unlink(missing_ok=True)  # written again only when every round is done
     if state is None:
-        shutil.copyfile(cfg.data, agg)  # the user's demos stay untouched
+        tmp = out / ".aggregate.hdf5.tmp"
+        shutil.copyfile(cfg.data, tmp)  # the user's demos stay untouched
+        tmp.replace(agg)
         demo_steps = sum(data_info.lengths.values())
-        state = {"round": 0, "labels": demo_steps, "history": [], "policy": cfg.policy}
+        state = {"round": 0, "labels": demo_steps, "history": [], "policy": cfg.policy, "inputs": inputs}
     else:
         policy = load_policy(state["policy"])
         log.info("resuming DAgger at round %d", state["round"])
@@ -205,7 +292,6 @@ def run_dagger(cfg: DaggerConfig) -> dict:
         from robolearn.teleop.app import HumanOverride
 
         human = HumanOverride(env, device=cfg.teleop)
-    writer = EpisodeWriter(agg, env_id, env_kwargs, env.observation_space, env.action_space)
 
     def evaluate(p, label: str) -> dict:
         r = evaluate_policy(p, env_id, env_kwargs, episodes=cfg.eval_episodes, seed=0, Ta=p.spec.get("Ta"))
@@ -214,17 +300,37 @@ def run_dagger(cfg: DaggerConfig) -> dict:
 
     if not state["history"] and cfg.eval_episodes:
         r0 = evaluate(policy, "round 0 (BC)")
-        state["history"].append({"round": 0, "labels": state["labels"], "success_rate": r0["success_rate"],
-                                 "success_ci": r0["success_ci"], "cycle_time_steps": r0.get("cycle_time_steps")})
-    with sigterm_as_interrupt(deferred=True):
+        state["history"].append(
+            {
+                "round": 0,
+                "labels": state["labels"],
+                "success_rate": r0["success_rate"],
+                "success_ci": r0["success_ci"],
+                "cycle_time_steps": r0.get("cycle_time_steps"),
+            }
+        )
+    with interruptible(deferred=True):
         for rnd in range(state["round"], cfg.rounds):
-            stats = collect_round(policy, env, expert, cfg, rnd, writer, human)
-            state["labels"] += stats["round_labels"]
             run_dir = out / f"round_{rnd + 1}"
+            round_file = run_dir / "episodes.hdf5"
+            have = len(read_info(round_file).demos) if round_file.exists() else 0
+            if have < cfg.episodes_per_round:  # a fresh round, or the rest of an interrupted one
+                run_dir.mkdir(parents=True, exist_ok=True)
+                writer = EpisodeWriter(
+                    round_file, env_id, env_kwargs, env.observation_space, env.action_space
+                )
+                try:
+                    collect_round(policy, env, expert, cfg, rnd, writer, human, start_ep=have)
+                finally:
+                    if hasattr(writer, "close"):
+                        writer.close()
+            stats = _round_stats(read_info(round_file))
+            _aggregate_round(agg, round_file, rnd, env_id, env_kwargs, env)
+            train_dir = run_dir
             tcfg = TrainConfig(
                 policy=pcfg,
                 data=str(agg),
-                out=str(run_dir),
+                out=str(train_dir),
                 To=tc.get("To", policy.spec["To"]),
                 Tp=tc.get("Tp", policy.spec["Tp"]),
                 Ta=tc.get("Ta", policy.spec.get("Ta", 1)),
@@ -235,18 +341,29 @@ def run_dagger(cfg: DaggerConfig) -> dict:
                 init_from=state["policy"] if cfg.retrain == "finetune" else None,
                 env=env_id,
                 train=cfg.train,
+                resume=(train_dir / "checkpoints" / "last.pt").exists(),
             )
-            train(tcfg)
-            state["policy"] = str(run_dir / "checkpoints" / "last.pt")
-            policy = load_policy(state["policy"])
-            entry = {"round": rnd + 1, "labels": state["labels"], **stats}
+            summary = train(tcfg)
+            if summary.get("interrupted"):
+                raise Interrupted(
+                    summary.get("signal", 2), f"DAgger round {rnd + 1} interrupted while retraining"
+                )
+            stop_point()  # a Ctrl-C that arrived while retraining ends the run here
+            new_policy = str(train_dir / "checkpoints" / "last.pt")
+            policy = load_policy(new_policy)
+            entry = {"round": rnd + 1, "labels": state["labels"] + stats["round_labels"], **stats}
             if cfg.eval_episodes:
                 r = evaluate(policy, f"round {rnd + 1}")
-                entry.update(success_rate=r["success_rate"], success_ci=r["success_ci"],
-                             cycle_time_steps=r.get("cycle_time_steps"))
+                entry.update(
+                    success_rate=r["success_rate"],
+                    success_ci=r["success_ci"],
+                    cycle_time_steps=r.get("cycle_time_steps"),
+                )
+            state["labels"] += stats["round_labels"]
+            state["policy"] = new_policy
             state["history"].append(entry)
             state["round"] = rnd + 1
-            state_path.write_text(json.dumps(state, indent=2))  # a finished round is never redone
+            write_json_atomic(state_path, state)  # a finished round is never redone
     env.close()
     final = state["history"][-1]
     results = {
@@ -262,10 +379,10 @@ def run_dagger(cfg: DaggerConfig) -> dict:
         "history": state["history"],
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
     final_ck = torch.load(state["policy"], map_location="cpu", weights_only=True)
     atomic_save(final_ck, out / "checkpoints" / "last.pt")
     _plot_history(state["history"], out / "success_vs_labels.png", cfg.mode)
+    write_json_atomic(out / "results.json", results)  # last: a results.json means every round is done
     return results
 
 
@@ -298,8 +415,12 @@ def cmd_dagger(args: list[str]) -> int:
         return 0
     cfg = compose("dagger", args)
     res = run_dagger(cfg)
-    rows = {f"round {h['round']}": f"labels {h['labels']}, success {h.get('success_rate', float('nan')):.2f}"
-            for h in res["history"]}
-    _summary_table(f"dagger mode={cfg.mode} {res['env']}", {**rows, "policy": res["policy"],
-                                                             "aggregate": res["aggregate"]})
+    rows = {
+        f"round {h['round']}": f"labels {h['labels']}, success {h.get('success_rate', float('nan')):.2f}"
+        for h in res["history"]
+    }
+    _summary_table(
+        f"dagger mode={cfg.mode} {res['env']}",
+        {**rows, "policy": res["policy"], "aggregate": res["aggregate"]},
+    )
     return 0

@@ -567,7 +567,9 @@ def sac_actor_from_checkpoint(ck: dict, deterministic: bool = True) -> SACActorP
 
 def load_finetuned(path: str | os.PathLike, deterministic: bool = True) -> SACActorPolicy:
     """File -> SACActorPolicy (weights_only load: no code execution)."""
-    return sac_actor_from_checkpoint(torch.load(path, map_location="cpu", weights_only=True), deterministic)
+    from robolearn.policies.checkpoint import read_checkpoint
+
+    return sac_actor_from_checkpoint(read_checkpoint(path, (FORMAT,), field="policy"), deterministic)
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -599,24 +601,22 @@ def finetune(cfg: FinetuneConfig) -> dict:
     from robolearn.algos.replay import LinearSchedule, MixedSampler, ReplayBuffer
     from robolearn.algos.sac import SAC
     from robolearn.envutil import is_robolearn_task, make_env
-    from robolearn.policies.checkpoint import build_policy, load_policy, policy_state
-    from robolearn.recording import sigterm_as_interrupt
+    from robolearn.algos.bc import _clean_stale_tmp
+    from robolearn.policies.checkpoint import build_policy, load_policy, policy_state, read_checkpoint
+    from robolearn.policies.checkpoint import FORMAT as BC_FORMAT
+    from robolearn.signals import interruptible
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
     resume_ck = None
-    if cfg.resume:
-        if not ckpt_path.exists():
-            raise ConfigError(
-                f"resume=true but {ckpt_path} does not exist. Fix: drop resume=true to start afresh"
-            )
-        resume_ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if resume_ck.get("format") != FORMAT:
-            raise ConfigError(
-                f"{ckpt_path} is not a finetune checkpoint (format={resume_ck.get('format')!r})"
-            )
+    _clean_stale_tmp(ckpt_path)
+    if cfg.resume and not ckpt_path.exists():
+        # killed before its first checkpoint: nothing to continue, so resume=true starts the run
+        log.info("resume=true: no checkpoint in %s yet; starting the run from env step 0", ckpt_path.parent)
+    elif cfg.resume:
+        resume_ck = read_checkpoint(ckpt_path, (FORMAT,), field="resume=true: out")
         if resume_ck["bridge"] != cfg.bridge:
             raise ConfigError(
                 f"resume=true with bridge={cfg.bridge!r}, but the run used bridge="
@@ -633,8 +633,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
             json.loads(resume_ck.get("bc_env_kwargs") or "{}"),
         )
     elif cfg.policy:
+        raw = read_checkpoint(cfg.policy, (BC_FORMAT,), field="policy")
         bc = load_policy(cfg.policy, use_ema=True)
-        raw = torch.load(cfg.policy, map_location="cpu", weights_only=True)
         bc_ck_env = raw.get("env_id") or None
         kw = raw.get("env_kwargs") or {}
         bc_ck_kwargs = json.loads(kw) if isinstance(kw, str) else dict(kw)
@@ -827,7 +827,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     last_eval = history["eval"][-1]["success_rate"] if history["eval"] else None
     interrupted = False
     try:
-        with sigterm_as_interrupt():
+        with interruptible():
             while step < cfg.steps:
                 if need_reset:
                     obs, _ = env.reset(seed=TRAIN_SEED_BASE + cfg.seed * 100_000 + episodes)
@@ -888,8 +888,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
                     **({"eval": f"{last_eval:.0%}"} if last_eval is not None else {}),
                     refresh=False,
                 )
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as e:
+        interrupted = getattr(e, "signum", 2)
     except FloatingPointError as e:
         bar.close()
         writer.close()
@@ -905,7 +905,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         log.info(
             "interrupted at env step %d; checkpoint saved to %s (resume=true continues)", step, ckpt_path
         )
-        return {"interrupted": True, "step": step, "checkpoint": str(ckpt_path)}
+        return {"interrupted": True, "signal": interrupted, "step": step, "checkpoint": str(ckpt_path)}
 
     busy = time.perf_counter() - t_start - timing["eval"]
     checkpoint(cfg.steps)
@@ -980,7 +980,9 @@ def cmd_finetune(args: list[str]) -> int:
     except (ConfigError, FloatingPointError) as e:
         raise UserError(str(e)) from None
     _summary_table(f"finetune {cfg.bridge}", summary)
-    return 130 if summary.get("interrupted") else 0
+    from robolearn.signals import exit_code
+
+    return exit_code(signum=summary["signal"]) if summary.get("interrupted") else 0
 
 
 __all__ = [

@@ -26,6 +26,7 @@ import csv
 import functools
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -173,7 +174,11 @@ def evaluate_policy(
     plan = episode_seeds(seed, episodes)
     in_env_actor = hasattr(policy, "act") and hasattr(policy, "reset") and not hasattr(policy, "spec")
     reference = policy if isinstance(policy, str) or in_env_actor else None
-    if isinstance(reference, str) and reference not in REFERENCE_POLICIES and not reference.startswith(SAC_PREFIX):
+    if (
+        isinstance(reference, str)
+        and reference not in REFERENCE_POLICIES
+        and not reference.startswith(SAC_PREFIX)
+    ):
         raise EvalError(
             f"policy={reference!r} is not valid here; valid options: Policy object, {REFERENCE_POLICIES}, "
             f"'{SAC_PREFIX}<finetune checkpoint>', an actor with reset()/act()"
@@ -336,17 +341,9 @@ def _rollout(envs, W, policy, plan, dt, Ta, temporal_ensemble, videos, video_dir
 # ------------------------------------------------------------------------------------------ checkpoints
 def load_checkpoint(path: str | Path, device: str = "cpu"):
     """-> (Policy in eval mode, env_id or None, env_kwargs dict). Reads the file only (weights_only load)."""
-    from robolearn.policies.checkpoint import CheckpointError, build_policy
+    from robolearn.policies.checkpoint import CheckpointError, build_policy, read_checkpoint
 
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise EvalError(f"policy={str(path)!r}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - anything torch.load rejects is "not a checkpoint" to the user
-        raise CheckpointError(
-            f"{str(path)!r} is not a robolearn checkpoint (torch.load with weights_only=True failed: "
-            f"{type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        ) from e
+    ckpt = read_checkpoint(path, expect=None, field="policy", map_location=device)
     env_kwargs = ckpt.get("env_kwargs") or {} if isinstance(ckpt, dict) else {}
     if isinstance(env_kwargs, str):  # trainers store it as JSON text
         env_kwargs = json.loads(env_kwargs)
@@ -392,8 +389,9 @@ def evaluate(cfg, show: bool = True) -> dict:
     videos/episode_<k>.mp4 for the first cfg.videos episodes. show: tqdm bar and a rich summary table.
     Returns the results.json dict.
     """
-    policy, env_id, env_kwargs = _resolve(cfg)
     out = Path(cfg.out)
+    check_out_dir(out)
+    policy, env_id, env_kwargs = _resolve(cfg)
     total = cfg.episodes * len(cfg.seeds)
     bar = None
     if show:
@@ -427,8 +425,13 @@ def evaluate(cfg, show: bool = True) -> dict:
         if bar is not None:
             bar.close()
     records = res.pop("records")
-    policy_info: dict[str, Any] = {"kind": cfg.policy if cfg.policy in REFERENCE_POLICIES else
-                                   "sac checkpoint" if isinstance(policy, str) else "checkpoint"}
+    policy_info: dict[str, Any] = {
+        "kind": cfg.policy
+        if cfg.policy in REFERENCE_POLICIES
+        else "sac checkpoint"
+        if isinstance(policy, str)
+        else "checkpoint"
+    }
     if not isinstance(policy, str):
         policy_info.update(head=policy.cfg.head, To=policy.To, Tp=policy.Tp, Ta=cfg.Ta or policy.Ta)
     results = {
@@ -450,14 +453,32 @@ def evaluate(cfg, show: bool = True) -> dict:
 
 
 def write_results(out: Path, results: dict, records: list[dict]) -> None:
+    """Per-episode files first, results.json last and atomically: a results.json means a finished evaluation."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "episodes.json").write_text(json.dumps(records, indent=1) + "\n")
     with open(out / "episodes.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         for r in records:
             w.writerow({k: "" if r[k] is None else r[k] for k in CSV_FIELDS})
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(out / "results.json")
+
+
+def check_out_dir(out: Path, field: str = "out") -> None:
+    """Before any rollout: out= must be (or become) a writable folder, so results are never lost at the end."""
+    if out.exists() and not out.is_dir():
+        raise EvalError(
+            f"{field}={str(out)!r} is a file; the results go into a folder (results.json, episodes.csv, "
+            f"videos/). Fix: {field}=<a new folder>"
+        )
+    anc = out
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
+        raise EvalError(f"{field}={str(out)!r} cannot be written ({anc} is not a writable folder). Fix: "
+                        f"{field}=<a writable folder>")
 
 
 def print_summary(results: dict, out: Path | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -72,26 +73,98 @@ def build_policy(ckpt: dict, use_ema: bool = True) -> Policy:
     cfg = PolicyConfig.from_dict(json.loads(ckpt["config"]))
     if cfg.head != ckpt["head"]:
         raise CheckpointError(f"checkpoint head {ckpt['head']!r} disagrees with its config head {cfg.head!r}")
-    policy = Policy(spec, cfg, Normalizer.empty(spec))
+    try:
+        policy = Policy(spec, cfg, Normalizer.empty(spec))
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint spec/config do not build a policy: {e}") from None
     state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    policy.load_state_dict(state)
+    load_state_into(policy, state, "checkpoint")
     return policy.eval()
 
 
+SAC_FORMAT = "robolearn-sac/1"  # a `robolearn finetune` checkpoint (see robolearn.algos.finetune)
+KINDS = {
+    FORMAT: "a behaviour-cloning policy checkpoint (from `robolearn train` or `robolearn dagger`)",
+    SAC_FORMAT: "a fine-tuned SAC checkpoint (from `robolearn finetune`)",
+}
+
+
+def read_checkpoint(
+    path: str | os.PathLike,
+    expect: tuple[str, ...] | None = (FORMAT,),
+    field: str = "policy",
+    map_location: str | torch.device = "cpu",
+) -> dict:
+    """The one checkpoint reader: file -> checkpoint dict, or CheckpointError naming the file, what it is and
+    the fix. `expect`: the formats the caller can use (None = any robolearn format); `field`: the config field
+    the path came from, so the message names what the user typed. weights_only loading: no code runs."""
+    p = Path(path)
+    where = f"{field}={os.fspath(path)!r}"
+    if not p.exists():
+        raise CheckpointError(
+            f"{where}: no such file. Fix: check the path (a run keeps it in <out>/checkpoints/last.pt)"
+        )
+    if p.is_dir():
+        hint = p / "checkpoints" / "last.pt"
+        raise CheckpointError(
+            f"{where} is a folder, not a checkpoint. Fix: pass the file"
+            + (f", e.g. {field}={hint}" if hint.exists() else " (<run>/checkpoints/last.pt)")
+        )
+    if p.stat().st_size == 0:
+        raise CheckpointError(
+            f"{where}: the file is empty (0 bytes: an interrupted copy or download?). Fix: use the run's "
+            "checkpoints/last.pt (robolearn writes checkpoints atomically) or retrain"
+        )
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - anything torch.load rejects is "not a checkpoint" to the user
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(
+            f"{where}: not a robolearn checkpoint (unreadable: truncated, corrupt, or not a torch file; "
+            f"{p.stat().st_size} bytes; torch.load said {type(e).__name__}: {first}). "
+            "Fix: use another checkpoint, e.g. the run's checkpoints/last.pt, or retrain"
+        ) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("format"), str):
+        keys = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else None
+        raise CheckpointError(
+            f"{where}: not a robolearn checkpoint (a {type(ckpt).__name__}"
+            + (f" with keys {keys}" if keys is not None else "")
+            + f", no 'format' key). Fix: pass a file written by robolearn ({' or '.join(KINDS)})"
+        )
+    fmt = ckpt["format"]
+    if expect is not None and fmt not in expect:
+        what = KINDS.get(fmt, f"a file of format {fmt!r}")
+        need = " or ".join(KINDS.get(e, e) for e in expect)
+        raise CheckpointError(f"{where} is {what}, but {field}= needs {need}")
+    if expect is None and fmt not in KINDS:
+        raise CheckpointError(
+            f"{where}: unknown checkpoint format {fmt!r}; this robolearn reads {sorted(KINDS)}"
+        )
+    return ckpt
+
+
+def load_state_into(module: torch.nn.Module, state: dict, where: str) -> None:
+    """module.load_state_dict(state), with a mismatch (another head, horizon or obs layout) as CheckpointError."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:3] or lines[:1])[:300]
+        raise CheckpointError(
+            f"{where}: its weights do not fit this policy (another head, horizon Tp/To, or observation keys?): "
+            f"{detail}"
+        ) from None
+
+
 def load_policy(
-    path: str | os.PathLike, use_ema: bool = True, map_location: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    use_ema: bool = True,
+    map_location: str | torch.device = "cpu",
+    field: str = "policy",
 ) -> Policy:
     """File -> Policy. Uses weights_only loading: no pickled objects, no code execution."""
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # noqa: BLE001 - anything torch.load rejects is "not a checkpoint" to the user
-        raise CheckpointError(
-            f"{os.fspath(path)!r} is not a robolearn checkpoint (torch.load with "
-            f"weights_only=True failed: {type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        ) from e
+    ckpt = read_checkpoint(path, (FORMAT,), field=field, map_location=map_location)
     try:
         return build_policy(ckpt, use_ema=use_ema)
     except CheckpointError as e:
-        raise CheckpointError(f"{os.fspath(path)!r}: {e}") from None
+        raise CheckpointError(f"{field}={os.fspath(path)!r}: {e}") from None

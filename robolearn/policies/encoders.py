@@ -138,7 +138,7 @@ class ObsEncoder(nn.Module):
     def forward(self, obs: dict[str, Tensor]) -> Tensor:
         feats = []
         if self.lowdim_keys:
-            x = torch.cat([obs[k].flatten(2) for k in self.lowdim_keys], dim=-1).flatten(1)
+            x = torch.cat([obs[k].reshape(*obs[k].shape[:2], -1) for k in self.lowdim_keys], dim=-1).flatten(1)
             feats.append(self.mlp(x) if self.mlp is not None else x)
         for k, cnn in zip(self.image_keys, self.cnns):
             img = obs[k]
