@@ -312,7 +312,7 @@ def _check_converged(first_losses: list[float], loss_ema: float | None, tc: Trai
     say so instead of reporting success (train.lr=20 once ended at loss 3.5e31 with exit 0)."""
     if not first_losses or loss_ema is None:
         return
-    start = float(np.median(first_losses))
+    start = float(min(first_losses[:5]))  # the loss before (almost) any update
     if loss_ema > 1e3 * max(abs(start), 1e-3) and loss_ema > 1e2:
         raise TrainingDiverged(
             f"training diverged: the loss rose from {start:.4g} (first steps) to {loss_ema:.4g} at the end; "
@@ -512,7 +512,7 @@ def train(cfg: TrainConfig) -> dict:
                         f"BC loss is {loss.item()} at step {step} (the last checkpoint, if any, is kept). Fix: "
                         f"lower train.lr (now {tc.lr:g}) or check the data with `robolearn inspect --validate`"
                     )
-                if len(first_losses) < 20:
+                if len(first_losses) < 5:
                     first_losses.append(loss.item())
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
