@@ -39,7 +39,7 @@ def open_device(name_or_device, window: bool = True) -> Device:
 def _check_action_space(env, env_id: str) -> None:
     shape = getattr(env.action_space, "shape", None)
     if shape != (5,):
-        from robolearn.cli import UserError
+        from robolearn.errors import UserError
 
         raise UserError(f"teleop drives the 5-D [dx, dy, dz, dyaw, gripper] action of robolearn/... tasks; "
                         f"env={env_id!r} has action shape {shape}. Fix: pick a robolearn task")
@@ -50,9 +50,9 @@ def record_teleop(cfg) -> dict:
     """Record `cfg.episodes` teleoperated episodes into `cfg.out` (source="teleop"); returns the summary dict.
 
     `cfg` is a `robolearn.config.RecordConfig` (fields used: env, teleop, episodes, out, seed, obs_mode,
-    reward_type, overwrite). Raises `robolearn.cli.UserError` for a missing display or device.
+    reward_type, overwrite). Raises `robolearn.errors.UserError` for a missing display or device.
     """
-    from robolearn.cli import UserError
+    from robolearn.errors import UserError
 
     if not has_display():
         raise UserError(NO_DISPLAY_MSG)

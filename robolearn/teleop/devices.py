@@ -38,7 +38,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from robolearn.cli import UserError
+from robolearn.errors import UserError
 
 EVENTS = ("start_stop", "success", "discard", "reset", "quit", "takeover_on", "takeover_off")
 

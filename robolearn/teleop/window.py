@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from robolearn.cli import UserError
+from robolearn.errors import UserError
 from robolearn.teleop.devices import import_pygame
 
 

@@ -9,7 +9,6 @@ ordinary arguments.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 import os
@@ -19,14 +18,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from robolearn.errors import UserError  # re-exported: the CLI prints it without a traceback
+
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback, exit code 2."""
+CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 
 
 # ------------------------------------------------------------------------------------------- composing
@@ -39,7 +36,7 @@ def compose(command: str, overrides: list[str]):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from robolearn.config import ConfigError, register_configs
+    from robolearn.config import ConfigError
 
     register_configs(command)
     config_name = command
@@ -87,57 +84,6 @@ def _wants_help(args: list[str]) -> bool:
     return any(a in ("-h", "--help") for a in args)
 
 
-# ------------------------------------------------------------------------------------------- commands
-def cmd_record(args: list[str]) -> int:
-    from robolearn.config import RecordConfig
-
-    if _wants_help(args):
-        print(_config_help("record", RecordConfig))
-        return 0
-    cfg = compose("record", args)
-    if cfg.teleop is not None:
-        from robolearn.teleop.app import record_teleop
-
-        summary = record_teleop(cfg)
-    else:
-        from robolearn.recording import record
-
-        summary = record(cfg)
-    _summary_table(f"record {cfg.env}", summary)
-    return 130 if summary.get("interrupted") else 0
-
-
-def cmd_inspect(args: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="robolearn inspect", description="Summarise (and validate) an episode store."
-    )
-    p.add_argument("file")
-    p.add_argument("--validate", action="store_true", help="read every array; exit non-zero on any defect")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    a = p.parse_args(args)
-    from robolearn.data.inspect import inspect_file
-
-    return inspect_file(a.file, validate=a.validate, as_json=a.json, console=console)
-
-
-def cmd_convert(args: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="robolearn convert",
-        description="Import a Minari dataset (from minari's local storage, ~/.minari or $MINARI_DATASETS_PATH) "
-        "into robolearn's HDF5 layout.",
-    )
-    p.add_argument("dataset", help="Minari dataset id, e.g. mujoco/pusher/expert-v0")
-    p.add_argument("out", help="HDF5 file to write")
-    p.add_argument("--source", default="policy", help="episode source attribute (default: policy)")
-    p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args(args)
-    from robolearn.data.convert import convert_minari
-
-    summary = convert_minari(a.dataset, a.out, source=a.source, overwrite=a.overwrite)
-    _summary_table(f"convert {a.dataset}", summary)
-    return 0
-
-
 def _summary_table(title: str, summary: dict) -> None:
     from rich.table import Table
 
@@ -153,55 +99,69 @@ def _summary_table(title: str, summary: dict) -> None:
 
 # name -> (function or "module:function", one-line help). A command whose module is not there (a stage
 # not built yet) is left out of --help instead of showing a stub.
-COMMANDS: dict[str, tuple[Callable[[list[str]], int] | str, str]] = {
-    "record": (cmd_record, "Record episodes (scripted expert or teleop) into an HDF5 store."),
-    "inspect": (cmd_inspect, "Summarise an HDF5 store; --validate exits non-zero on any defect."),
-    "convert": (cmd_convert, "Import a Minari dataset into robolearn's HDF5 layout."),
-    "train": (
-        "robolearn.algos.bc:cmd_train",
-        "Train a behaviour-cloning policy (mse|gmm|tokenized|diffusion|flow).",
-    ),
-    "eval": (
-        "robolearn.eval.commands:cmd_eval",
-        "Evaluate a checkpoint (or scripted/random) on fixed seeds.",
-    ),
-    "plot": ("robolearn.eval.commands:cmd_plot", "Learning curves (PNG) from run folders' TensorBoard logs."),
-    "compare": ("robolearn.eval.commands:cmd_compare", "A HIL-SERL-style table from several results.json."),
-    "dagger": ("robolearn.algos.dagger:cmd_dagger", "DAgger / interventions: label, aggregate, retrain."),
-    "finetune": (
-        "robolearn.algos.finetune:cmd_finetune",
-        "Fine-tune a BC policy online with SAC, demos mixed in.",
-    ),
-    "loop": ("robolearn.loop:cmd_loop", "The whole loop: demos -> BC -> DAgger -> SAC -> eval, one report."),
+C = "robolearn.cli.commands:"
+COMMANDS: dict[str, tuple[str, str]] = {
+    "record": (C + "cmd_record", "Record episodes (scripted expert or teleop) into an HDF5 store."),
+    "inspect": (C + "cmd_inspect", "Summarise an HDF5 store; --validate exits non-zero on any defect."),
+    "convert": (C + "cmd_convert", "Import a Minari dataset into robolearn's HDF5 layout."),
+    "train": (C + "cmd_train", "Train a behaviour-cloning policy (mse|gmm|tokenized|diffusion|flow)."),
+    "eval": (C + "cmd_eval", "Evaluate a checkpoint (or scripted/random) on fixed seeds."),
+    "plot": (C + "cmd_plot", "Learning curves (PNG) from run folders' TensorBoard logs."),
+    "compare": (C + "cmd_compare", "A HIL-SERL-style table from several results.json."),
+    "dagger": (C + "cmd_dagger", "DAgger / interventions: label, aggregate, retrain."),
+    "finetune": (C + "cmd_finetune", "Fine-tune a BC policy online with SAC, demos mixed in."),
+    "loop": (C + "cmd_loop", "The whole loop: demos -> BC -> DAgger -> SAC -> eval, one report."),
 }
 
 
-def _resolve(entry) -> Callable[[list[str]], int]:
+def _resolve(entry: str) -> Callable[[list[str]], int]:
     import importlib
 
-    if callable(entry):
-        return entry
     mod, fn = entry.split(":")
     return getattr(importlib.import_module(mod), fn)
 
 
-def _available() -> dict[str, tuple[str | Callable, str]]:
-    """The commands that are built: their module exists and defines the function (checked without importing)."""
-    import importlib.util
+def _available() -> dict[str, tuple[str, str]]:
+    return dict(COMMANDS)
 
-    out = {}
-    for name, (entry, doc) in COMMANDS.items():
-        if callable(entry):
-            out[name] = (entry, doc)
-            continue
-        mod, fn = entry.split(":")
-        try:
-            spec = importlib.util.find_spec(mod)
-        except ModuleNotFoundError:
-            spec = None
-        if spec is not None and spec.origin and f"def {fn}(" in Path(spec.origin).read_text():
-            out[name] = (entry, doc)
-    return out
+
+def register_configs(command: str | None = None) -> None:
+    """Put every command's schema into Hydra's ConfigStore (idempotent).
+
+    The `policy` config group (policy=<head>) exists only while composing `train`: other commands have a
+    plain `policy` field (a checkpoint path) that a same-named group would capture."""
+    from hydra.core.config_store import ConfigStore
+
+    from robolearn.algos.bc import register_policy_group
+    from robolearn.loop import register_loop_presets
+
+    cs = ConfigStore.instance()
+    for name, cls in command_configs().items():
+        cs.store(name=name, node=cls)
+    if command in (None, "train"):
+        register_policy_group(cs)
+    else:
+        cs.repo.pop("policy", None)
+    register_loop_presets(cs)
+
+
+def command_configs() -> dict[str, type]:
+    """command -> its config dataclass."""
+    from robolearn.algos.bc import TrainConfig
+    from robolearn.algos.dagger import DaggerConfig
+    from robolearn.algos.finetune import FinetuneConfig
+    from robolearn.config import RecordConfig
+    from robolearn.eval.config import EvalConfig
+    from robolearn.loop import LoopConfig
+
+    return {
+        "record": RecordConfig,
+        "train": TrainConfig,
+        "eval": EvalConfig,
+        "dagger": DaggerConfig,
+        "finetune": FinetuneConfig,
+        "loop": LoopConfig,
+    }
 
 
 def usage() -> str:
