@@ -175,12 +175,13 @@ def cmd_plot(args: list[str]) -> int:
         help="x axis: the logged step, or env steps from a charts/env_steps scalar",
     )
     p.add_argument("--band", choices=("minmax", "std"), default="minmax", help="spread across seeds")
+    p.add_argument("--cols", type=int, default=1, help="panels per row (a grid for many tags; default 1)")
     a = p.parse_args(args)
     from robolearn.cli import console
     from robolearn.eval.plots import PlotError, plot_runs
 
     try:
-        out = plot_runs(a.runs, a.out, tags=a.tag, x=a.x, band=a.band)
+        out = plot_runs(a.runs, a.out, tags=a.tag, x=a.x, band=a.band, cols=a.cols)
     except PlotError as e:
         raise UserError(str(e)) from None
     console.print(f"wrote {out}")

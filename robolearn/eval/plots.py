@@ -72,8 +72,10 @@ def plot_runs(
     tags: Sequence[str] | None = None,
     x: str = "step",
     band: str = "minmax",
+    cols: int = 1,
 ) -> Path:
-    """Plot learning curves of run_dirs into `out` (PNG); returns its path."""
+    """Plot learning curves of run_dirs into `out` (PNG); returns its path. One panel per tag, `cols` panels
+    per row (a grid stays readable at 100% zoom where one column of 24 panels did not)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,8 +102,17 @@ def plot_runs(
     for r in runs:
         groups.setdefault(group_name(Path(r).resolve().name), []).append(r)
 
-    fig, axes = plt.subplots(len(tags), 1, figsize=(7, 3.2 * len(tags)), squeeze=False)
-    for ax, tag in zip(axes[:, 0], tags):
+    if cols < 1:
+        raise PlotError(f"cols={cols!r} must be >= 1")
+    cols = min(cols, len(tags))
+    nrows = -(-len(tags) // cols)
+    w = 7 if cols == 1 else 4.2
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(w * cols, (3.2 if cols == 1 else 2.8) * nrows), squeeze=False
+    )
+    for ax in axes.flat[len(tags) :]:
+        ax.set_visible(False)
+    for ax, tag in zip(axes.flat, tags):
         for gi, (g, members) in enumerate(groups.items()):
             curves = []
             for r in members:
@@ -129,6 +140,82 @@ def plot_runs(
         ax.set_xlabel("env steps" if x == "env_steps" else "step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+# SAC diagnostics a person looks at first (the loop report's second figure); only those a run logged are drawn
+SAC_DIAGNOSTIC_TAGS = ("q/mean", "q/max", "alpha", "losses/critic", "losses/actor", "charts/episodic_return")
+
+
+def plot_loop_summary(
+    rows: Sequence[tuple[str, dict]],
+    out: str | Path,
+    expert: dict | None = None,
+    sac_history: Sequence[dict] | None = None,
+) -> Path:
+    """The loop report's figure: success rate and cycle time of every stage (held-out evaluation, with the
+    expert as a reference line), and SAC's periodic evaluations over env steps beside the BC level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = ([("scripted expert", expert)] if expert else []) + list(rows)
+    names = [n for n, _ in bars]
+    succ = [r["success_rate"] for _, r in bars]
+    ci = np.array([r.get("success_ci") or [v, v] for (_, r), v in zip(bars, succ)], float)
+    cyc = [r.get("cycle_time_steps") for _, r in bars]
+    ncols = 3 if sac_history else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(4.4 * ncols, 3.4))
+    colors = (["0.6"] if expert else []) + [f"C{i}" for i in range(len(rows))]
+    ax = axes[0]
+    err = [np.clip(np.subtract(succ, ci[:, 0]), 0, None), np.clip(np.subtract(ci[:, 1], succ), 0, None)]
+    ax.bar(names, succ, color=colors, yerr=err, capsize=4, ecolor="0.3")
+    for i, v in enumerate(succ):
+        ax.text(i, v + 0.02, f"{v:.0%}", ha="left", va="bottom", fontsize=9)
+    ax.set_ylim(0, 1.15)
+    ax.set_title("success rate (95% CI)")
+    ax = axes[1]
+    ax.bar(names, [np.nan if v is None else v for v in cyc], color=colors)
+    top = max([v for v in cyc if v is not None] or [1.0])
+    for i, v in enumerate(cyc):
+        ax.text(
+            i,
+            (v if v is not None else 0) + 0.01 * top,
+            "no success" if v is None else f"{v:.0f}",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
+    ax.set_ylim(0, 1.2 * top)
+    ax.set_title("cycle time (env steps to success)")
+    for a in axes[:2]:
+        a.grid(alpha=0.3, axis="y")
+        a.tick_params(axis="x", labelsize=8)
+    if sac_history:
+        ax = axes[2]
+        steps = [h["step"] for h in sac_history]
+        ax.plot(
+            steps,
+            [h["success_rate"] for h in sac_history],
+            marker="o",
+            color="C2",
+            label="SAC (periodic eval)",
+        )
+        if rows:
+            ax.axhline(rows[0][1]["success_rate"], color="C0", ls=":", label=f"{rows[0][0]} (start)")
+        if expert:
+            ax.axhline(expert["success_rate"], color="k", ls="--", lw=1, label="scripted expert")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("env steps")
+        ax.set_title("SAC fine-tuning: success rate")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
