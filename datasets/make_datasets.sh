@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the standard scripted demo sets, seeded (episode i of a set uses seed i), into datasets/.
+# Regenerates the standard scripted demo sets, seeded (episode i of a set uses env seed 10000000+i, the demo
+# range: disjoint from `robolearn eval`'s seeds, see robolearn/seeds.py), into datasets/.
 # Usage: bash datasets/make_datasets.sh [episodes]   (default 100 per task; ~1-2 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +8,6 @@ RL=${RL:-.venv/bin/robolearn}
 N=${1:-100}
 for task in Lift PushT ReachAround PegInsert; do
   out="datasets/$(echo "$task" | tr '[:upper:]' '[:lower:]').hdf5"
-  "$RL" record env="robolearn/$task-v0" expert=scripted episodes="$N" seed=0 out="$out" overwrite=true
+  "$RL" record env="robolearn/$task-v0" expert=scripted episodes="$N" seed=10000000 out="$out" overwrite=true
   "$RL" inspect "$out" --validate >/dev/null
 done

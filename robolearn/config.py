@@ -85,7 +85,8 @@ class RecordConfig:
     teleop: str | None = opt(None, "record by hand with a device instead: keyboard | gamepad | spacemouse")
     episodes: int = opt(50, "episodes to keep")
     out: str = opt("datasets/demos.hdf5", "HDF5 store to write (appended to if it exists)")
-    seed: int = opt(0, "seed of the first episode; episode i uses seed+i")
+    seed: int = opt(10_000_000, "env seed of the first episode; episode i uses seed+i (default: the demo "
+                    "range, disjoint from evaluation's [0, 10000000))")
     noise: float = opt(0.0, "std of Gaussian noise added to the expert's actions (action units)")
     obs_mode: str = opt("state", f"observations to store: {OBS_MODES}")
     reward_type: str = opt("dense", f"reward stored: {REWARD_TYPES}")
@@ -110,6 +111,17 @@ class RecordConfig:
         positive("video_episodes", self.video_episodes)
         if not self.out:
             raise ConfigError("out is required (e.g. out=datasets/lift.hdf5)")
+        positive("seed", self.seed, zero_ok=True)
+        from robolearn.seeds import DEMO_SEED_BASE, EVAL_RANGE
+
+        if self.seed < EVAL_RANGE.stop:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "warning: seed=%d records demos in the evaluation seed range [0, %d); `robolearn eval` will "
+                "refuse the eval seeds that start from these initial states. Fix: leave seed= at its default "
+                "(%d, the demo range)", self.seed, EVAL_RANGE.stop, DEMO_SEED_BASE,
+            )
 
 
 def register_configs(command: str | None = None) -> None:

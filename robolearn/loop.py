@@ -30,6 +30,7 @@ from typing import Any
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.config import ConfigError, choice, env_id, opt, positive
 from robolearn.fileutil import file_digest, write_json_atomic
+from robolearn.seeds import demo_seed
 from robolearn.signals import Interrupted
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def stage_demos(cfg: LoopConfig, out: Path) -> Path:
                     env=cfg.env,
                     episodes=cfg.demo_episodes - have,
                     out=str(demos),
-                    seed=cfg.seed * 100_000 + have,
+                    seed=demo_seed(cfg.seed, have),  # the demo range: disjoint from the stages' eval seeds
                     success_only=True,
                 )
             ),

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="datasets/teleop.hdf5", help="HDF5 store; appended to if it exists")
     p.add_argument("--device", default="keyboard", choices=["keyboard", "gamepad", "spacemouse"])
     p.add_argument("--episodes", type=int, default=10, help="episodes to keep (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first scene; scene i uses seed+i")
+    p.add_argument("--seed", type=int, default=10_000_000,
+                   help="env seed of the first scene; scene i uses seed+i (default: the demo range)")
     p.add_argument("--obs-mode", default="state", help="observations to store (as `robolearn record obs_mode=`)")
     p.add_argument("--overwrite", action="store_true", help="replace the file instead of appending")
     a = p.parse_args(argv)

@@ -375,6 +375,7 @@ def train(cfg: TrainConfig) -> dict:
     from tqdm.auto import tqdm
 
     from robolearn.data.store import read_info
+    from robolearn.seeds import merge_checkpoint_fields, store_checkpoint_fields
 
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0
@@ -392,6 +393,7 @@ def train(cfg: TrainConfig) -> dict:
     info = read_info(cfg.data)
     env_id = cfg.env or info.env_id
     env_kwargs = info.env_kwargs
+    seed_fields = store_checkpoint_fields(info)  # train_seeds: `robolearn eval` refuses these env seeds
 
     ds = build_dataset(cfg, "train")
     val = build_dataset(cfg, "valid")
@@ -405,6 +407,7 @@ def train(cfg: TrainConfig) -> dict:
             init["ema"] if init.get("ema") is not None else init["model"],
             f"init_from={cfg.init_from!r}",
         )
+        seed_fields = merge_checkpoint_fields(seed_fields, init)  # what the initial weights were trained on
     optim = make_optimizer(policy, tc.lr, tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(tc.warmup_steps, tc.steps))
     ema = {k: v.detach().clone() for k, v in policy.state_dict().items()} if tc.ema_decay > 0 else None
@@ -456,6 +459,7 @@ def train(cfg: TrainConfig) -> dict:
             env_id=env_id or "",
             env_kwargs=json.dumps(env_kwargs),
             history=json.dumps(history),
+            **seed_fields,
         )
         atomic_save(ck, ckpt_path)
 

@@ -143,6 +143,8 @@ def collect_round(
 ) -> dict:
     """Roll out learner episodes `start_ep..episodes_per_round-1` with the oracle; append them to `writer`
     (each episode's attrs hold its `labels` count, so an interrupted round continues where it stopped)."""
+    from robolearn.seeds import dagger_seed
+
     To, Ta = policy.spec["To"], policy.spec.get("Ta", 1)
     beta = cfg.beta * cfg.beta_decay**rnd
     rng = np.random.default_rng(cfg.seed * 7919 + rnd)
@@ -152,7 +154,7 @@ def collect_round(
     source = "dagger" if cfg.mode == "expert" else "intervention"
     for ep in range(start_ep, cfg.episodes_per_round):
         ep_labels = labels
-        seed = 1_000_000 + cfg.seed * 10_000 + rnd * 1000 + ep  # disjoint from eval seeds
+        seed = dagger_seed(cfg.seed, rnd, ep)  # the DAgger range: disjoint from eval and demo seeds
         obs, info = env.reset(seed=seed)
         expert.reset(seed=seed)
         override.reset()

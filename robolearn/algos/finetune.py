@@ -39,10 +39,14 @@ The procedure, top to bottom:
 4. `learning_starts` env steps of acting without updates (the BC-initialised actor acts; bridge=none acts
    uniformly at random), then `utd` SAC updates per env step (critic warm-up, BC term: see SACConfig).
 5. deterministic evaluation (mean action) every `eval_every` env steps on the fixed episode seeds of
-   `robolearn eval` (env seed i for episode i), TensorBoard throughout, `results.json` at the end.
+   `robolearn eval` (env seed i for episode i), TensorBoard throughout, `results.json` at the end. Online
+   training episodes reset from the fine-tuning seed range (robolearn.seeds: 30_000_000 + seed * 100_000 +
+   episode), disjoint from evaluation's [0, 10_000_000) and from the demos'.
 6. `out/checkpoints/last.pt` every `ckpt_every` env steps, at the end and on Ctrl-C/SIGTERM: the full state
    (SAC networks/optimisers/temperature, both buffers, RNGs, step, episode counter) plus the BC policy's
    weights, so it is runnable without the original file; loadable with torch.load(weights_only=True).
+   Its `train_seeds` (int64 tensor) are the env seeds of everything it learnt from: the BC checkpoint's
+   train_seeds, the demo file's episodes and its own online episodes; `robolearn eval` refuses them.
    `resume=true` continues (the interrupted episode is cut: its last stored transition is marked
    truncated and a new episode starts).
 
@@ -69,13 +73,14 @@ import torch
 from torch import Tensor, nn
 
 from robolearn.config import REWARD_TYPES, ConfigError, choice, existing_file, in_range, opt, positive
+from robolearn.seeds import FINETUNE_SEED_BASE, add_seeds, data_fields, finetune_seed, warn_if_evaluated
 
 log = logging.getLogger(__name__)
 
 FORMAT = "robolearn-sac/1"
 BRIDGES = ("residual", "gaussian", "none")
 GAUSSIAN_HEADS = ("mse", "gmm")  # heads whose first action is a deterministic mean we can distil
-TRAIN_SEED_BASE = 1_000_000  # training episodes use env seeds far from evaluation's 0..N-1
+TRAIN_SEED_BASE = FINETUNE_SEED_BASE  # online episodes: 30_000_000 + seed * 100_000 + i (robolearn.seeds)
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -184,6 +189,7 @@ class FinetuneConfig:
         positive("ckpt_every", self.ckpt_every)
         positive("log_every", self.log_every)
         positive("threads", self.threads, zero_ok=True)
+        in_range("seed", self.seed, 0, 99)  # online episodes: env seeds 30_000_000 + seed * 100_000 + i
         try:
             self.sac_config()
         except ValueError as e:  # SACConfig names its field; say which of ours it is
@@ -640,6 +646,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
         bc_ck_kwargs = json.loads(kw) if isinstance(kw, str) else dict(kw)
     if bc is not None:
         check_bridge(bc.cfg.head, cfg.bridge)
+    # train_seeds of the BC checkpoint and the demos (on resume: the run's checkpoint holds them)
+    offline_seeds = data_fields(None, resume_ck) if resume_ck is not None else (
+        data_fields(cfg.demos, *([raw] if cfg.policy else [])))
+    warn_if_evaluated(offline_seeds, (0, 1), cfg.eval_episodes, "finetune")  # run_eval's seeds 0 and 1
     env_id = cfg.env or bc_ck_env
     if not env_id:
         raise ConfigError(
@@ -784,6 +794,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 "rng_torch": torch.get_rng_state(),
                 "finetune_config": _plain_cfg(cfg),
                 "history": json.dumps(history),
+                # + the online episodes 0..episodes (the one running, if any, included)
+                **add_seeds(offline_seeds, (finetune_seed(cfg.seed, e) for e in range(episodes + 1) if step)),
             },
             path,
         )
@@ -830,7 +842,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         with interruptible():
             while step < cfg.steps:
                 if need_reset:
-                    obs, _ = env.reset(seed=TRAIN_SEED_BASE + cfg.seed * 100_000 + episodes)
+                    obs, _ = env.reset(seed=finetune_seed(cfg.seed, episodes))  # the fine-tuning seed range
                     pol.reset()
                     s = pol.observe(obs)
                     ep_ret, ep_len, ep_succ, need_reset = 0.0, 0, False, False

@@ -27,7 +27,10 @@ class EvalConfig:
     policy: str = opt("", "checkpoint file (.pt) | scripted (the task's expert) | random (uniform actions)")
     env: str | None = opt(None, "task id; None = the checkpoint's env_id (required for scripted/random)")
     episodes: int = opt(50, "episodes per seed; episode i of seed s starts from env seed s*10000+i")
-    seeds: list[int] = opt([0], "evaluation seeds (each runs `episodes` episodes)")
+    seeds: list[int] = opt([0], "evaluation seeds (each runs `episodes` episodes); s in [0, 1000) never "
+                           "meets robolearn's demo/DAgger/finetune seeds")
+    allow_train_seeds: bool = opt(False, "evaluate even on env seeds the checkpoint was trained on (refused "
+                                  "otherwise): warns, and results.json counts them (overlaps_training_seeds)")
     workers: int = opt(1, "parallel envs: 1 = SyncVectorEnv in-process, >1 = AsyncVectorEnv subprocesses")
     out: str = opt("runs/eval", "results folder: results.json, episodes.csv/.json, videos/")
     videos: int = opt(2, "write the first k episodes as mp4 (green border = success, red = failure)")

@@ -1,7 +1,10 @@
 """Evaluation rollouts on a FIXED list of initial states, so two checkpoints are compared on the same starts.
 
 Episode seeds: episode i of evaluation seed s resets the env with seed ``s * 10_000 + i`` (EPISODE_SEED_STRIDE),
-whatever the number of workers. The policy's sampling noise comes from one ``torch.Generator`` seeded with
+whatever the number of workers. Eval seeds s in [0, 1000) cover env seeds [0, 10_000_000), a range that no
+recorded demo, DAgger rollout or fine-tuning episode uses (robolearn.seeds); `evaluate` also refuses a
+checkpoint whose `train_seeds` meet the evaluated env seeds (allow_train_seeds=true: warn and count them).
+The policy's sampling noise comes from one ``torch.Generator`` seeded with
 the first evaluation seed, so rerunning the same config (same seeds, episodes, workers) reproduces every
 per-episode result. Stochastic heads (diffusion, flow, gmm, tokenized) draw noise for the whole batch of
 envs at once, so a different ``workers`` may change individual episodes (not the initial states); the
@@ -39,10 +42,10 @@ import torch
 
 from robolearn.envutil import env_dt, is_robolearn_task, make_env
 from robolearn.eval.metrics import summarize
+from robolearn.seeds import EPISODE_SEED_STRIDE, EVAL_RANGE, EVAL_SEED_GROUPS, range_name
 
 log = logging.getLogger(__name__)
 
-EPISODE_SEED_STRIDE = 10_000
 REFERENCE_POLICIES = ("scripted", "random")
 SAC_PREFIX = "sac:"  # policy="sac:<path>": a `robolearn finetune` checkpoint, acting inside each env
 SUCCESS_COLOR, FAILURE_COLOR = (0, 200, 0), (220, 0, 0)
@@ -341,9 +344,16 @@ def _rollout(envs, W, policy, plan, dt, Ta, temporal_ensemble, videos, video_dir
 # ------------------------------------------------------------------------------------------ checkpoints
 def load_checkpoint(path: str | Path, device: str = "cpu"):
     """-> (Policy in eval mode, env_id or None, env_kwargs dict). Reads the file only (weights_only load)."""
-    from robolearn.policies.checkpoint import CheckpointError, build_policy, read_checkpoint
+    from robolearn.policies.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(path, expect=None, field="policy", map_location=device)
+    return _from_checkpoint(ckpt, path, device)
+
+
+def _from_checkpoint(ckpt, path: str | Path, device: str):
+    """A checkpoint dict read from `path` -> what load_checkpoint returns."""
+    from robolearn.policies.checkpoint import CheckpointError, build_policy
+
     env_kwargs = ckpt.get("env_kwargs") or {} if isinstance(ckpt, dict) else {}
     if isinstance(env_kwargs, str):  # trainers store it as JSON text
         env_kwargs = json.loads(env_kwargs)
@@ -358,11 +368,21 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
 
 
 def _resolve(cfg):
-    """cfg -> (policy object or reference name, env_id, env_kwargs)."""
+    """cfg -> (policy object or reference name, env_id, env_kwargs, train seeds).
+
+    train seeds: (set of env seeds the checkpoint was trained on, episodes of unknown seed), or None for a
+    checkpoint that does not record them; (set(), 0) for the reference actors (no training data)."""
+    from robolearn.policies.checkpoint import read_checkpoint
+    from robolearn.seeds import from_checkpoint
+
+    train: tuple[set[int], int] | None = (set(), 0)
     if cfg.policy in REFERENCE_POLICIES:
         policy, ckpt_env, ckpt_kwargs = cfg.policy, None, {}
     else:
-        policy, ckpt_env, ckpt_kwargs = load_checkpoint(cfg.policy, cfg.device)
+        ckpt = read_checkpoint(cfg.policy, expect=None, field="policy", map_location=cfg.device)
+        seeds = from_checkpoint(ckpt)
+        train = None if seeds is None else (seeds, int(ckpt.get("train_seeds_unknown", 0) or 0))
+        policy, ckpt_env, ckpt_kwargs = _from_checkpoint(ckpt, cfg.policy, cfg.device)
     env_id = cfg.env or ckpt_env
     if env_id is None:
         raise EvalError(
@@ -379,7 +399,61 @@ def _resolve(cfg):
             env_kwargs["obs_mode"] = cfg.obs_mode
         if cfg.reward_type is not None:
             env_kwargs["reward_type"] = cfg.reward_type
-    return policy, env_id, env_kwargs
+    return policy, env_id, env_kwargs, train
+
+
+def _groups(seeds) -> str:
+    return str(sorted({int(s) // EPISODE_SEED_STRIDE for s in seeds}))
+
+
+def check_train_seeds(cfg, train: tuple[set[int], int] | None) -> int | None:
+    """Before any rollout: the evaluated env seeds must not be the checkpoint's training seeds.
+
+    Raises EvalError naming the overlap, the rule and the fix (allow_train_seeds=true: a warning instead).
+    Returns the number of evaluated env seeds that are training seeds (None: the checkpoint does not say)."""
+    plan = [env_seed for _, _, env_seed in episode_seeds(cfg.seeds, cfg.episodes)]
+    seeds, unknown = train if train is not None else (set(), 0)
+    hit = sorted(set(plan) & seeds)
+    first = ", ".join(map(str, hit[:5])) + (", ..." if len(hit) > 5 else "")
+    what = (
+        f"{len(hit)} of the {len(plan)} env seeds this evaluation starts from ({first}; eval seed group(s) "
+        f"{_groups(hit)}) are initial states of {cfg.policy}'s training episodes (its train_seeds)"
+    )
+    if hit and not cfg.allow_train_seeds:
+        stride = EPISODE_SEED_STRIDE
+        bad = {s // stride for s in seeds if s in EVAL_RANGE and s % stride < cfg.episodes}
+        free = ",".join(map(str, [g for g in range(EVAL_SEED_GROUPS) if g not in bad][: len(cfg.seeds)]))
+        raise EvalError(
+            f"refusing to evaluate on training seeds: {what}, so the score would measure recall of the "
+            f"demos, not the policy. Rule: episode i of eval seed s starts from env seed s*{stride}+i; eval "
+            "seeds s in [0, 1000) are held out from everything robolearn records (demos start at env seed "
+            f"10000000, DAgger at 20000000, finetune at 30000000). Fix: seeds=[{free}] (no training seed in "
+            "them), or allow_train_seeds=true to score these episodes anyway (a warning, and results.json "
+            "counts them)"
+        )
+    if hit:
+        log.warning(
+            "warning: allow_train_seeds=true: %s; these episodes are not held out (results.json: "
+            "overlaps_training_seeds=%d)", what, len(hit),
+        )
+    if train is None:
+        log.warning(
+            "warning: %s records no train_seeds (an older checkpoint): overlap of the evaluated env seeds "
+            "with its training data cannot be checked", cfg.policy,
+        )
+    elif unknown:
+        log.warning(
+            "warning: %d training episode(s) of %s have no recorded env seed: overlap with them cannot be "
+            "checked", unknown, cfg.policy,
+        )
+    outside = sorted({s for s in plan if s not in EVAL_RANGE})
+    if outside and (train is None or unknown):
+        log.warning(
+            "warning: eval seed group(s) %s start from env seeds outside the evaluation range [0, %d) (in "
+            "the %s seed range), where robolearn records training episodes",
+            _groups(outside), EVAL_RANGE.stop, "/".join(sorted({str(range_name(s)) for s in outside})),
+        )
+    return None if train is None else len(hit)
 
 
 def evaluate(cfg, show: bool = True) -> dict:
@@ -391,7 +465,8 @@ def evaluate(cfg, show: bool = True) -> dict:
     """
     out = Path(cfg.out)
     check_out_dir(out)
-    policy, env_id, env_kwargs = _resolve(cfg)
+    policy, env_id, env_kwargs, train = _resolve(cfg)
+    overlap = check_train_seeds(cfg, train)
     total = cfg.episodes * len(cfg.seeds)
     bar = None
     if show:
@@ -441,6 +516,7 @@ def evaluate(cfg, show: bool = True) -> dict:
         "episodes_per_seed": cfg.episodes,
         "seeds": list(cfg.seeds),
         "episode_seed_rule": f"env seed = seed * {EPISODE_SEED_STRIDE} + episode",
+        "overlaps_training_seeds": overlap,
         "workers": cfg.workers,
         "temporal_ensemble": cfg.temporal_ensemble,
         "noise": cfg.noise,
