@@ -13,7 +13,8 @@ folder is moved to `out/stale/` and the stage runs again, so no report mixes res
     out/bc/                  robolearn train run          out/eval_bc/       its evaluation
     out/dagger/              robolearn dagger run         out/eval_dagger/
     out/sac/                 robolearn finetune run       out/eval_sac/
-    out/report.md            the HIL-SERL-shaped table, curves, videos, config and versions
+    out/report.md            the HIL-SERL-shaped table, summary.png (success and cycle time per stage),
+                             sac_diagnostics.png, videos, config and versions
 """
 
 from __future__ import annotations
@@ -370,9 +371,10 @@ def write_report(cfg: LoopConfig, out: Path, rows: list[tuple[str, dict]], exper
         vids = sorted((out / f"eval_{name}" / "videos").glob("*.mp4"))
         if vids:
             lines.append(f"- {name} video: `{vids[0].relative_to(out)}`")
-    curves = out / "curves.png"
-    if curves.exists():
-        lines += ["", "![learning curves](curves.png)"]
+    if (out / "summary.png").exists():
+        lines += ["", "![success rate and cycle time per stage](summary.png)"]
+    if (out / "sac_diagnostics.png").exists():
+        lines += ["", "SAC diagnostics (Q, temperature, losses):", "", "![SAC diagnostics](sac_diagnostics.png)"]
     lines += [
         "",
         "## Config",
@@ -410,17 +412,33 @@ def run_loop(cfg: LoopConfig) -> dict:
         sac_ck = stage_sac(cfg, out, demos, ckpt)
         rows.append(("sac", stage_eval(cfg, out, "sac", sac_ck)))
     expert = _expert_row(cfg, out)
-    try:
-        from robolearn.eval.plots import plot_runs
-
-        runs = [p for p in (out / "bc", out / "sac") if (p / "tb").exists() or list(p.glob("**/events.out*"))]
-        if runs:
-            plot_runs([str(p) for p in runs], str(out / "curves.png"))
-    except Exception as e:  # noqa: BLE001 - a missing curve must not lose the report
-        log.warning("learning curves not drawn: %s", e)
+    _draw_figures(out, rows, expert)
     report = write_report(cfg, out, rows, expert)
     video = next(iter(sorted(out.glob(f"eval_{rows[-1][0]}/videos/*.mp4"))), None)
     return {"report": str(report), "video": str(video) if video else None, "rows": rows, "expert": expert}
+
+
+def _draw_figures(out: Path, rows: list[tuple[str, dict]], expert: dict | None) -> None:
+    """summary.png: success and cycle time per stage (+ SAC over env steps); sac_diagnostics.png: Q, alpha,
+    losses in a small grid. A figure that cannot be drawn is logged, never fatal (the table is the result)."""
+    from robolearn.eval.plots import SAC_DIAGNOSTIC_TAGS, plot_loop_summary, plot_runs, read_scalars
+
+    for old in ("curves.png", "summary.png", "sac_diagnostics.png"):
+        (out / old).unlink(missing_ok=True)
+    try:
+        res = out / "sac" / "results.json"
+        hist = json.loads(res.read_text()).get("history") if res.exists() else None
+        plot_loop_summary(rows, out / "summary.png", expert=expert, sac_history=hist)
+    except Exception as e:  # noqa: BLE001
+        log.warning("summary figure not drawn: %s", e)
+    try:
+        if (out / "sac" / "tb").exists():
+            have = read_scalars(out / "sac")
+            tags = [t for t in SAC_DIAGNOSTIC_TAGS if t in have]
+            if tags:
+                plot_runs([str(out / "sac")], out / "sac_diagnostics.png", tags=tags, x="step", cols=3)
+    except Exception as e:  # noqa: BLE001
+        log.warning("SAC diagnostics not drawn: %s", e)
 
 
 def _expert_row(cfg: LoopConfig, out: Path) -> dict | None:
@@ -444,37 +462,3 @@ def _expert_row(cfg: LoopConfig, out: Path) -> dict | None:
     return res
 
 
-def cmd_loop(args: list[str]) -> int:
-    from rich.table import Table
-
-    from robolearn.cli import _config_help, compose, console
-
-    if any(a in ("-h", "--help") for a in args):
-        print(_config_help("loop", LoopConfig))
-        print(
-            "\npresets: robolearn loop --config-name <name>, with <name> one of:",
-            sorted(
-                p.stem for p in (Path(__file__).resolve().parent.parent / "configs" / "loop").glob("*.yaml")
-            ),
-        )
-        return 0
-    cfg = compose("loop", args)
-    res = run_loop(cfg)
-    t = Table(title=f"robolearn loop: {cfg.env} ({cfg.policy})")
-    for c in ("stage", "success", "95% CI", "cycle time (steps)", "return"):
-        t.add_column(c)
-    for name, r in ([("expert", res["expert"])] if res["expert"] else []) + res["rows"]:
-        ci = r.get("success_ci") or [0, 0]
-        ct = r.get("cycle_time_steps")
-        t.add_row(
-            name,
-            f"{r['success_rate']:.0%}",
-            f"{ci[0]:.0%}-{ci[1]:.0%}",
-            "-" if ct is None else f"{ct:.1f}",
-            f"{r.get('return_mean', 0):.1f}",
-        )
-    console.print(t)
-    console.print(f"report: {res['report']}")
-    if res["video"]:
-        console.print(f"video: {res['video']}")
-    return 0

@@ -592,21 +592,4 @@ def train(cfg: TrainConfig) -> dict:
     return summary
 
 
-def cmd_train(args: list[str]) -> int:
-    from robolearn.cli import _config_help, _summary_table, compose
-
-    if any(a in ("-h", "--help") for a in args):
-        print(_config_help("train", TrainConfig))
-        print("  policy=<head>                            one of", sorted(HEADS))
-        print("  policy.head_cfg.<field>=...              the head's own config (e.g. num_modes for gmm)")
-        return 0
-    from robolearn.signals import exit_code
-
-    cfg = compose("train", args)
-    summary = train(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
-        _summary_table(f"train {cfg.policy.head}", summary)
-    return exit_code(signum=summary["signal"]) if summary.get("interrupted") else 0
-
-
-__all__ = ["TrainConfig", "TrainLoopConfig", "train", "cmd_train", "register_policy_group", "atomic_save"]
+__all__ = ["TrainConfig", "TrainLoopConfig", "train", "register_policy_group", "atomic_save"]

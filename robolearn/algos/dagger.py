@@ -409,20 +409,3 @@ def _plot_history(history: list[dict], path: Path, mode: str) -> None:
     plt.close(fig)
 
 
-def cmd_dagger(args: list[str]) -> int:
-    from robolearn.cli import _config_help, _summary_table, compose
-
-    if any(a in ("-h", "--help") for a in args):
-        print(_config_help("dagger", DaggerConfig))
-        return 0
-    cfg = compose("dagger", args)
-    res = run_dagger(cfg)
-    rows = {
-        f"round {h['round']}": f"labels {h['labels']}, success {h.get('success_rate', float('nan')):.2f}"
-        for h in res["history"]
-    }
-    _summary_table(
-        f"dagger mode={cfg.mode} {res['env']}",
-        {**rows, "policy": res["policy"], "aggregate": res["aggregate"]},
-    )
-    return 0

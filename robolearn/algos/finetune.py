@@ -61,521 +61,41 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
-from robolearn.config import REWARD_TYPES, ConfigError, choice, existing_file, in_range, opt, positive
+from robolearn.algos.bridges import (  # noqa: F401  (re-exported: the bridges' public names)
+    BRIDGES,
+    GAUSSIAN_HEADS,
+    batched,
+    bc_base,
+    build_actor,
+    check_bridge,
+    distill_gaussian,
+    from_unit,
+    last_columns,
+    to_unit,
+)
+from robolearn.algos.demos import load_demo_transitions  # noqa: F401
+from robolearn.algos.finetune_config import FinetuneConfig
+from robolearn.algos.finetuned import (  # noqa: F401
+    SACActorPolicy,
+    evaluate_actor,
+    load_finetuned,
+    sac_actor_from_checkpoint,
+)
+from robolearn.algos.obs_layout import FlatHistory, ObsLayout  # noqa: F401
+from robolearn.config import ConfigError
+from robolearn.policies.checkpoint import SAC_FORMAT as FORMAT
 from robolearn.seeds import FINETUNE_SEED_BASE, add_seeds, data_fields, finetune_seed, warn_if_evaluated
 
 log = logging.getLogger(__name__)
 
-FORMAT = "robolearn-sac/1"
-BRIDGES = ("residual", "gaussian", "none")
-GAUSSIAN_HEADS = ("mse", "gmm")  # heads whose first action is a deterministic mean we can distil
 TRAIN_SEED_BASE = FINETUNE_SEED_BASE  # online episodes: 30_000_000 + seed * 100_000 + i (robolearn.seeds)
-
-
-# ------------------------------------------------------------------------------------------------ config
-@dataclass
-class FinetuneConfig:
-    policy: str = opt(
-        "",
-        "BC checkpoint to fine-tune (checkpoints/last.pt of `robolearn train`); "
-        "may be empty only with bridge=none",
-    )
-    env: str | None = opt(None, "task (default: the checkpoint's)")
-    demos: str | None = opt(None, "HDF5 demos mixed into every batch (default: none = online data only)")
-    out: str = opt("runs/finetune", "run folder: checkpoints/last.pt, tb/, results.json, config.json")
-    resume: bool = opt(False, "continue the run in out/ from checkpoints/last.pt")
-    steps: int = opt(5000, "online env steps")
-    bridge: str = opt("residual", f"how the BC policy becomes the SAC actor: {BRIDGES}")
-    residual_scale: float = opt(0.1, "bridge=residual: max size of the residual, in [-1, 1] action units")
-    init_log_std: float | None = opt(
-        None,
-        "initial log std of the actor's pre-tanh Gaussian (None: -1 for "
-        "residual, in residual units; -2 for gaussian; bridge=none: MLP init)",
-    )
-    distill_steps: int = opt(1000, "bridge=gaussian: distillation steps onto the BC actions")
-    reward_type: str | None = opt(None, f"reward optimised: {REWARD_TYPES} (default: the checkpoint's)")
-    demo_ratio: float = opt(0.5, "share of demo transitions in each batch (RLPD: 0.5)")
-    demo_ratio_end: float | None = opt(None, "anneal demo_ratio linearly to this (None = constant)")
-    demo_ratio_steps: int = opt(0, "... over this many env steps (needed with demo_ratio_end)")
-    learning_starts: int | None = opt(
-        None, "env steps before the first update (None: 500 with demos, else 5000)"
-    )
-    utd: int = opt(1, "critic updates per env step")
-    batch_size: int = opt(256, "transitions per update")
-    gamma: float = opt(0.99, "discount")
-    tau: float = opt(0.005, "Polyak rate of the target critics")
-    actor_lr: float = opt(3e-4, "actor learning rate")
-    critic_lr: float = opt(3e-4, "critic learning rate")
-    alpha_lr: float = opt(3e-4, "temperature learning rate")
-    hidden: list[int] = opt([256, 256], "hidden widths of the critics and of the actor's MLP")
-    n_critics: int = opt(2, "critics in the ensemble (RLPD: 10)")
-    critic_subset: int = opt(2, "random critics whose min forms the target (<= n_critics)")
-    layer_norm: bool = opt(True, "LayerNorm in the critics (RLPD: keeps Q bounded with offline data)")
-    n_step: int = opt(1, "n-step returns")
-    init_alpha: float = opt(0.1, "initial entropy temperature (small: start close to the BC policy)")
-    autotune: bool = opt(True, "learn the temperature")
-    backup_entropy: bool = opt(False, "add the entropy bonus to the TD target. Off by default: with a success "
-                               "reward that ends the episode, a per-step entropy bonus pays the agent to "
-                               "dawdle (measured on PegInsert: Q rose to 3.5 for a max return of 1 and the "
-                               "cycle time grew from 35 to 52 steps)")
-    target_entropy: float | None = opt(None, "None = -act_dim")
-    bc_weight: float = opt(0.0, "weight of the BC term |mean_pi - a_demo|^2 on demo rows (0 = off)")
-    critic_warmup: int = opt(0, "first K updates train only the critics (keep the BC actor while Q settles)")
-    max_grad_norm: float | None = opt(None, "clip each network's gradient norm (None = off)")
-    buffer_size: int = opt(1_000_000, "online replay capacity (min(buffer_size, steps) is allocated)")
-    eval_every: int = opt(0, "evaluation every N env steps (0 = only at the end)")
-    eval_episodes: int = opt(10, "episodes per evaluation (env seeds 0..N-1, as `robolearn eval`)")
-    eval_initial: bool = opt(True, "also evaluate the initial actor (= BC for bridge=residual) at step 0")
-    ckpt_every: int = opt(1000, "checkpoint every N env steps")
-    log_every: int = opt(100, "TensorBoard scalars every N env steps")
-    seed: int = opt(0, "seed (torch, numpy, training episodes)")
-    threads: int = opt(
-        1,
-        "torch intra-op threads (0 = torch's default; SAC's 256-wide nets gain little from "
-        "more, and extra threads thrash on a shared CPU)",
-    )
-
-    def __post_init__(self):
-        choice("bridge", self.bridge, BRIDGES)
-        if self.policy:
-            existing_file("policy", self.policy, "Train one with `robolearn train ... out=DIR`.")
-        elif self.bridge != "none":
-            raise ConfigError(
-                f"policy is required with bridge={self.bridge!r} (e.g. policy=runs/bc/checkpoints/"
-                "last.pt); only bridge=none (SAC from scratch) runs without one"
-            )
-        elif not self.env:
-            raise ConfigError("env is required when no policy is given (e.g. env=robolearn/Lift-v0)")
-        if self.env:
-            from robolearn.config import env_id
-
-            env_id("env", self.env)
-        if self.demos:
-            existing_file("demos", self.demos, "Record some with `robolearn record ... out=FILE`.")
-        if self.bridge == "gaussian" and not self.demos:
-            raise ConfigError(
-                "bridge=gaussian distils the BC policy on the demo states: give demos=FILE "
-                "(or use bridge=residual)"
-            )
-        if self.bc_weight > 0 and not self.demos:
-            raise ConfigError(f"bc_weight={self.bc_weight} needs demos=FILE (the BC term uses demo actions)")
-        if not self.out:
-            raise ConfigError("out is required (e.g. out=runs/finetune_lift)")
-        positive("steps", self.steps)
-        positive("residual_scale", self.residual_scale)
-        positive("distill_steps", self.distill_steps, zero_ok=True)
-        if self.reward_type is not None:
-            choice("reward_type", self.reward_type, REWARD_TYPES)
-        in_range("demo_ratio", self.demo_ratio, 0.0, 1.0)
-        if self.demo_ratio_end is not None:
-            in_range("demo_ratio_end", self.demo_ratio_end, 0.0, 1.0)
-            positive("demo_ratio_steps", self.demo_ratio_steps)
-        positive("demo_ratio_steps", self.demo_ratio_steps, zero_ok=True)
-        if self.learning_starts is not None:
-            positive("learning_starts", self.learning_starts, zero_ok=True)
-        positive("eval_every", self.eval_every, zero_ok=True)
-        positive("eval_episodes", self.eval_episodes)
-        positive("ckpt_every", self.ckpt_every)
-        positive("log_every", self.log_every)
-        positive("threads", self.threads, zero_ok=True)
-        in_range("seed", self.seed, 0, 99)  # online episodes: env seeds 30_000_000 + seed * 100_000 + i
-        try:
-            self.sac_config()
-        except ValueError as e:  # SACConfig names its field; say which of ours it is
-            raise ConfigError(str(e).replace("SACConfig.", "")) from None
-
-    def starts(self) -> int:
-        if self.learning_starts is not None:
-            return self.learning_starts
-        return 500 if self.demos else 5000
-
-    def sac_config(self):
-        from robolearn.algos.sac import SACConfig
-
-        return SACConfig(
-            gamma=self.gamma,
-            tau=self.tau,
-            actor_lr=self.actor_lr,
-            critic_lr=self.critic_lr,
-            alpha_lr=self.alpha_lr,
-            batch_size=self.batch_size,
-            hidden=tuple(self.hidden),
-            n_critics=self.n_critics,
-            critic_subset=self.critic_subset,
-            layer_norm=self.layer_norm,
-            n_step=self.n_step,
-            utd=self.utd,
-            init_alpha=self.init_alpha,
-            autotune=self.autotune,
-            backup_entropy=self.backup_entropy,
-            target_entropy=self.target_entropy,
-            bc_weight=self.bc_weight,
-            critic_warmup=self.critic_warmup,
-            max_grad_norm=self.max_grad_norm,
-            learning_starts=self.starts(),
-            buffer_size=self.buffer_size,
-        )
-
-
-# ------------------------------------------------------------------------------------------------ observations
-@dataclass
-class ObsLayout:
-    """Which low-dim keys (sorted), their per-step shapes and the history To -> one flat vector (D,).
-
-    flat = cat_k [obs[k][t-To+1], ..., obs[k][t]].reshape(-1)   key by key, oldest step first."""
-
-    keys: list[str]
-    shapes: list[tuple[int, ...]]
-    To: int
-
-    @property
-    def sizes(self) -> list[int]:
-        return [self.To * math.prod(s) for s in self.shapes]
-
-    @property
-    def dim(self) -> int:
-        return sum(self.sizes)
-
-    @classmethod
-    def from_spec(cls, spec: dict) -> ObsLayout:
-        images = sorted(k for k, v in spec["obs"].items() if v["dtype"] == "uint8")
-        if images:
-            raise ConfigError(
-                f"finetune works on low-dim (state) observations only, but the policy observes image keys "
-                f"{images}. Fix: train the BC policy on obs_mode=state data (or with train obs_keys= "
-                "restricted to low-dim keys)"
-            )
-        keys = sorted(spec["obs"])
-        return cls(keys, [tuple(int(d) for d in spec["obs"][k]["shape"]) for k in keys], int(spec["To"]))
-
-    def histories(self, seq: dict[str, np.ndarray]) -> np.ndarray:
-        """One episode's observations {k: (T, *shape)} -> (T, D): the flat history at every step, padded
-        at the start with the first observation (as WindowDataset / ObsHistory do)."""
-        T = len(seq[self.keys[0]])
-        idx = np.clip(np.arange(T)[:, None] + np.arange(self.To)[None] - (self.To - 1), 0, T - 1)  # (T, To)
-        return np.concatenate([np.asarray(seq[k], np.float32)[idx].reshape(T, -1) for k in self.keys], axis=1)
-
-    def unflatten(self, x: Tensor) -> dict[str, Tensor]:
-        """(B, D) -> {k: (B, To, *shape)} for the BC policy."""
-        parts = torch.split(x, self.sizes, dim=-1)
-        return {k: p.reshape(x.shape[0], self.To, *s) for k, p, s in zip(self.keys, parts, self.shapes)}
-
-    def to_json(self) -> str:
-        return json.dumps({"keys": self.keys, "shapes": [list(s) for s in self.shapes], "To": self.To})
-
-    @classmethod
-    def from_json(cls, text: str) -> ObsLayout:
-        d = json.loads(text)
-        return cls(list(d["keys"]), [tuple(s) for s in d["shapes"]], int(d["To"]))
-
-
-class FlatHistory:
-    """Single-env observation history -> flat vector (D,); the first observation fills the history."""
-
-    def __init__(self, layout: ObsLayout):
-        self.layout = layout
-        self.buf: np.ndarray | None = None  # (To, D / To) per key, kept flat per step
-
-    def reset(self) -> None:
-        self.buf = None
-
-    def push(self, obs: dict) -> np.ndarray:
-        L = self.layout
-        missing = [k for k in L.keys if k not in obs]
-        if missing:
-            raise KeyError(f"observation is missing keys {missing}; the fine-tuned actor expects {L.keys}")
-        step = [np.asarray(obs[k], np.float32).reshape(1, -1) for k in L.keys]  # per key (1, prod(shape))
-        if self.buf is None:
-            self.buf = [np.repeat(s, L.To, axis=0) for s in step]
-        else:
-            for b, s in zip(self.buf, step):
-                b[:-1] = b[1:].copy()
-                b[-1] = s[0]
-        return np.concatenate([b.reshape(-1) for b in self.buf])
-
-
-# ------------------------------------------------------------------------------------------------ bridges
-def check_bridge(head: str | None, bridge: str) -> None:
-    """Fail clearly when `head` cannot be bridged as `bridge`."""
-    choice("bridge", bridge, BRIDGES)
-    if bridge == "gaussian" and head not in GAUSSIAN_HEADS:
-        valid = ["residual", "none"] + (["gaussian"] if head in GAUSSIAN_HEADS else [])
-        raise ConfigError(
-            f"bridge='gaussian' cannot be used with the {head!r} head: it initialises a Gaussian actor from a "
-            f"deterministic mean action, which only the {list(GAUSSIAN_HEADS)} heads have (a {head!r} policy "
-            f"has no tractable mean/log-prob). Valid bridges for {head!r}: {valid} "
-            "(bridge=residual trains a residual on top of the frozen policy)"
-        )
-
-
-def to_unit(a: Tensor | np.ndarray, low: np.ndarray, high: np.ndarray):
-    """Env action units -> [-1, 1] (clipped)."""
-    if isinstance(a, Tensor):
-        lo, hi = torch.as_tensor(low, dtype=a.dtype), torch.as_tensor(high, dtype=a.dtype)
-        return (2.0 * (a - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)
-    return np.clip(2.0 * (np.asarray(a, np.float32) - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
-
-
-def from_unit(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    return (low + (np.asarray(a, np.float32) + 1.0) * 0.5 * (high - low)).astype(np.float32)
-
-
-def bc_base(policy, layout: ObsLayout, low: np.ndarray, high: np.ndarray) -> Callable[[Tensor], Tensor]:
-    """The frozen BC policy as a map flat history (B, D) -> first chunk action (B, Da) in [-1, 1]: mse its
-    mean, gmm the mean of the likeliest component, other heads a fresh sample from one seeded generator.
-
-    Sampling (not a fixed noise vector) matters: a flow/diffusion head run from the same noise at every
-    step blends its modes over time (measured on Lift: the gripper command crept from open to closed while
-    the arm already rose, 0% success vs 75% sampled). The sample is stored in the SAC observation (its last
-    Da columns), so the critic and the residual see the proposal that was actually made."""
-    policy.eval().requires_grad_(False)
-    head = policy.cfg.head
-    gen = torch.Generator(device=policy.device).manual_seed(0)
-
-    @torch.no_grad()
-    def base(x: Tensor) -> Tensor:
-        obs = layout.unflatten(x.float())
-        if head == "gmm":
-            logits, mean, _ = policy.head.dist_params(policy.encode(obs))
-            a = mean[torch.arange(len(x)), logits.argmax(-1)].view(len(x), policy.Tp, policy.Da)
-            a = policy.normalizer.unnormalize("action", a)
-        elif head == "mse":
-            a = policy.act(obs)
-        else:
-            a = policy.act(obs, generator=gen)
-        return to_unit(a[:, 0].float().cpu(), low, high)
-
-    return base
-
-
-def batched(fn: Callable[[Tensor], Tensor], x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    if len(x) == 0:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate([fn(torch.from_numpy(x[i : i + chunk])).numpy() for i in range(0, len(x), chunk)])
-
-
-def last_columns(da: int) -> Callable[[Tensor], Tensor]:
-    """ResidualActor's base: the BC action stored as the last Da columns of the SAC observation."""
-
-    def base(obs: Tensor) -> Tensor:
-        return obs[:, -da:]
-
-    return base
-
-
-def build_actor(
-    bridge: str, obs_dim: int, act_dim: int, hidden, residual_scale: float, init_log_std: float | None
-) -> nn.Module:
-    from robolearn.algos.sac import GaussianActor, ResidualActor
-
-    if bridge == "residual":
-        return ResidualActor(
-            last_columns(act_dim),
-            obs_dim,
-            act_dim,
-            scale=residual_scale,
-            hidden=tuple(hidden),
-            init_log_std=-1.0 if init_log_std is None else init_log_std,
-        )
-    return GaussianActor(obs_dim, act_dim, tuple(hidden))  # bridge=gaussian: then distilled
-
-
-def distill_gaussian(
-    actor: nn.Module,
-    obs: np.ndarray,
-    target: np.ndarray,
-    steps: int,
-    log_std: float,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    seed: int = 0,
-) -> float:
-    """Regress a GaussianActor's tanh(mu(s)) onto target actions (N, Da) in [-1, 1] (clipped to +-0.99: tanh
-    never reaches +-1) and pull its log_std to `log_std`. Returns the final mean-squared error."""
-    rng = np.random.default_rng(seed)
-    x, y = torch.from_numpy(obs), torch.from_numpy(np.clip(target, -0.99, 0.99))
-    opt = torch.optim.Adam(actor.parameters(), lr=lr)
-    mse = float("nan")
-    for _ in range(steps):
-        i = torch.from_numpy(rng.integers(0, len(x), size=min(batch_size, len(x))))
-        mu, ls = actor.head(actor.trunk(x[i])).chunk(2, dim=-1)
-        err = (torch.tanh(mu) - y[i]).square().sum(-1).mean()
-        loss = err + 0.1 * (ls - log_std).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        mse = float(err.detach()) / y.shape[1]
-    return mse
-
-
-# ------------------------------------------------------------------------------------------------ demos
-def load_demo_transitions(
-    path, layout: ObsLayout, low, high, reward_type: str, base: Callable[[Tensor], Tensor] | None
-) -> dict[str, np.ndarray]:
-    """Demo file -> transition arrays in the SAC layout (obs/next_obs (N, D [+ Da]), action (N, Da) in
-    [-1, 1], reward, terminated, truncated). Rewards: see the module docstring (relabelled dense -> sparse)."""
-    from robolearn.data.store import iter_episodes, read_info
-
-    info = read_info(path)
-    missing = [k for k in layout.keys if k not in info.obs_keys]
-    if missing:
-        raise ConfigError(
-            f"demos={str(path)!r} lacks observation keys {missing} that the policy uses "
-            f"(the file has {sorted(info.obs_keys)})"
-        )
-    file_rt = info.env_kwargs.get("reward_type", "dense")
-    if file_rt != reward_type and not (file_rt == "dense" and reward_type == "sparse"):
-        raise ConfigError(
-            f"demos={str(path)!r} were recorded with reward_type={file_rt!r}; their rewards cannot "
-            f"be relabelled as {reward_type!r}. Fix: record them with reward_type={reward_type}, or "
-            f"fine-tune with reward_type={file_rt}"
-        )
-    parts: dict[str, list] = {k: [] for k in ("h", "action", "reward", "terminated", "truncated")}
-    for name, ep in iter_episodes(path):
-        T = len(ep["actions"])
-        if T == 0:
-            continue
-        nxt = ep.get("next_obs")
-        if nxt is None:
-            raise ConfigError(f"demos={str(path)!r}, episode {name}: no next_obs (needed for transitions)")
-        seq = {k: np.concatenate([ep["obs"][k], nxt[k][-1:]]) for k in layout.keys}  # (T + 1, ...)
-        parts["h"].append(layout.histories(seq))  # obs[t] = h[t], next_obs[t] = h[t + 1]
-        parts["action"].append(to_unit(ep["actions"], low, high))
-        done = bool(np.asarray(ep.get("dones", np.zeros(T)))[-1])
-        if reward_type == file_rt:
-            r = np.asarray(ep.get("rewards", np.zeros(T)), np.float32)
-        else:  # dense -> sparse: is_success; robolearn tasks terminate on success
-            r = np.zeros(T, np.float32)
-            r[-1] = float(done and bool(ep["attrs"].get("success", False)))
-        term = np.zeros(T, np.float32)
-        term[-1] = float(done)
-        trunc = np.zeros(T, bool)
-        trunc[-1] = not done
-        parts["reward"].append(r)
-        parts["terminated"].append(term)
-        parts["truncated"].append(trunc)
-    if not parts["h"]:
-        raise ConfigError(f"demos={str(path)!r} holds no transitions")
-    lens = [len(h) for h in parts["h"]]  # T + 1 per episode
-    h = np.concatenate(parts["h"])
-    if base is not None:
-        h = np.concatenate([h, batched(base, h)], axis=1)
-    ends = np.cumsum(lens)
-    first = np.concatenate([np.arange(e - n, e - 1) for e, n in zip(ends, lens)])
-    return {
-        "obs": h[first],
-        "next_obs": h[first + 1],
-        "action": np.concatenate(parts["action"]),
-        "reward": np.concatenate(parts["reward"]),
-        "terminated": np.concatenate(parts["terminated"]),
-        "truncated": np.concatenate(parts["truncated"]),
-        "episodes": len(lens),
-    }
-
-
-# ------------------------------------------------------------------------------------------------ acting
-class SACActorPolicy:
-    """A fine-tuned actor as a single-env policy: `reset()`, `act(obs_dict) -> (Da,)` in env units.
-
-    Keeps its own observation history; acts with the deterministic mean action unless
-    `deterministic=False`. `observe(obs)` returns the SAC observation (history [+ BC action])."""
-
-    def __init__(
-        self,
-        actor: nn.Module,
-        layout: ObsLayout,
-        low: np.ndarray,
-        high: np.ndarray,
-        base: Callable[[Tensor], Tensor] | None = None,
-        deterministic: bool = True,
-        env_id: str | None = None,
-        env_kwargs: dict | None = None,
-    ):
-        self.actor, self.layout, self.base = actor, layout, base
-        self.low, self.high = np.asarray(low, np.float32), np.asarray(high, np.float32)
-        self.deterministic = deterministic
-        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
-        self.action_dim = len(self.low)
-        self.history = FlatHistory(layout)
-
-    def reset(self) -> None:
-        self.history.reset()
-
-    def observe(self, obs: dict) -> np.ndarray:
-        x = self.history.push(obs)
-        if self.base is not None:
-            x = np.concatenate([x, self.base(torch.from_numpy(x)[None])[0].numpy()])
-        return x
-
-    @torch.no_grad()
-    def act_unit(self, s: np.ndarray, deterministic: bool | None = None) -> np.ndarray:
-        a, _, mean = self.actor(torch.from_numpy(np.asarray(s, np.float32))[None])
-        det = self.deterministic if deterministic is None else deterministic
-        return (mean if det else a)[0].numpy()
-
-    def act(self, obs: dict) -> np.ndarray:
-        return from_unit(self.act_unit(self.observe(obs)), self.low, self.high)
-
-
-def evaluate_actor(pol: SACActorPolicy, env_id: str, env_kwargs: dict, episodes: int, seed: int = 0) -> dict:
-    """Deterministic rollouts through `robolearn eval`'s runner (same env seeds seed*10_000 + i, same metrics)."""
-    from robolearn.eval.runner import evaluate_policy
-
-    was = pol.deterministic
-    pol.deterministic = True
-    try:
-        return evaluate_policy(pol, env_id, env_kwargs, episodes=episodes, seed=seed)
-    finally:
-        pol.deterministic = was
-
-
-def sac_actor_from_checkpoint(ck: dict, deterministic: bool = True) -> SACActorPolicy:
-    """A "robolearn-sac/1" checkpoint dict (torch.load(path, weights_only=True)) -> SACActorPolicy with
-    `reset()`, `act(obs_dict) -> np.ndarray (Da,)` in env units, `env_id`, `env_kwargs`, `action_dim`.
-    Runs without the original BC file (its weights are in the checkpoint)."""
-    from robolearn.policies.checkpoint import CheckpointError, build_policy
-
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        got = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
-        raise CheckpointError(f"not a fine-tuned SAC checkpoint: format={got!r}, expected {FORMAT!r}")
-    layout = ObsLayout.from_json(ck["obs_layout"])
-    low, high = ck["action_low"].numpy(), ck["action_high"].numpy()
-    da = len(low)
-    base = None
-    if ck["bridge"] == "residual":
-        base = bc_base(build_policy(ck["bc_policy"], use_ema=True), layout, low, high)
-    obs_dim = layout.dim + (da if base is not None else 0)
-    actor = build_actor(ck["bridge"], obs_dim, da, ck["actor_hidden"], float(ck["residual_scale"]), None)
-    actor.load_state_dict(ck["sac"]["actor"])
-    actor.eval()
-    return SACActorPolicy(
-        actor,
-        layout,
-        low,
-        high,
-        base,
-        deterministic,
-        ck.get("env_id"),
-        json.loads(ck.get("env_kwargs") or "{}"),
-    )
-
-
-def load_finetuned(path: str | os.PathLike, deterministic: bool = True) -> SACActorPolicy:
-    """File -> SACActorPolicy (weights_only load: no code execution)."""
-    from robolearn.policies.checkpoint import read_checkpoint
-
-    return sac_actor_from_checkpoint(read_checkpoint(path, (FORMAT,), field="policy"), deterministic)
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -603,13 +123,12 @@ def finetune(cfg: FinetuneConfig) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    from robolearn.algos.bc import atomic_save
+    from robolearn.algos.bc import _clean_stale_tmp, atomic_save
     from robolearn.algos.replay import LinearSchedule, MixedSampler, ReplayBuffer
     from robolearn.algos.sac import SAC
     from robolearn.envutil import is_robolearn_task, make_env
-    from robolearn.algos.bc import _clean_stale_tmp
-    from robolearn.policies.checkpoint import build_policy, load_policy, policy_state, read_checkpoint
     from robolearn.policies.checkpoint import FORMAT as BC_FORMAT
+    from robolearn.policies.checkpoint import build_policy, load_policy, policy_state, read_checkpoint
     from robolearn.signals import interruptible
 
     if cfg.threads:
@@ -647,8 +166,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if bc is not None:
         check_bridge(bc.cfg.head, cfg.bridge)
     # train_seeds of the BC checkpoint and the demos (on resume: the run's checkpoint holds them)
-    offline_seeds = data_fields(None, resume_ck) if resume_ck is not None else (
-        data_fields(cfg.demos, *([raw] if cfg.policy else [])))
+    offline_seeds = (
+        data_fields(None, resume_ck)
+        if resume_ck is not None
+        else (data_fields(cfg.demos, *([raw] if cfg.policy else [])))
+    )
     warn_if_evaluated(offline_seeds, (0, 1), cfg.eval_episodes, "finetune")  # run_eval's seeds 0 and 1
     env_id = cfg.env or bc_ck_env
     if not env_id:
@@ -975,32 +497,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     return summary
 
 
-def cmd_finetune(args: list[str]) -> int:
-    from robolearn.cli import UserError, _config_help, _summary_table
-
-    if any(a in ("-h", "--help") for a in args):
-        print(_config_help("finetune", FinetuneConfig))
-        print(
-            f"\n  bridges: residual (any head), gaussian ({'/'.join(GAUSSIAN_HEADS)} heads), none (SAC from scratch)"
-        )
-        return 0
-    from robolearn.cli import compose
-
-    cfg = compose("finetune", args)
-    try:
-        summary = finetune(cfg)
-    except (ConfigError, FloatingPointError) as e:
-        raise UserError(str(e)) from None
-    _summary_table(f"finetune {cfg.bridge}", summary)
-    from robolearn.signals import exit_code
-
-    return exit_code(signum=summary["signal"]) if summary.get("interrupted") else 0
-
-
 __all__ = [
     "FinetuneConfig",
     "finetune",
-    "cmd_finetune",
     "sac_actor_from_checkpoint",
     "load_finetuned",
     "SACActorPolicy",

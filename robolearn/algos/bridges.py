@@ -1,0 +1,133 @@
+"""How a BC policy becomes a SAC actor (the bridges: residual on the BC proposal, a Gaussian distilled from
+the BC head, none), and the action-unit conversions they share."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from robolearn.algos.obs_layout import ObsLayout
+from robolearn.config import ConfigError, choice
+
+log = logging.getLogger(__name__)
+
+BRIDGES = ("residual", "gaussian", "none")
+GAUSSIAN_HEADS = ("mse", "gmm")  # heads whose first action is a deterministic mean we can distil
+
+
+# ------------------------------------------------------------------------------------------------ bridges
+def check_bridge(head: str | None, bridge: str) -> None:
+    """Fail clearly when `head` cannot be bridged as `bridge`."""
+    choice("bridge", bridge, BRIDGES)
+    if bridge == "gaussian" and head not in GAUSSIAN_HEADS:
+        valid = ["residual", "none"] + (["gaussian"] if head in GAUSSIAN_HEADS else [])
+        raise ConfigError(
+            f"bridge='gaussian' cannot be used with the {head!r} head: it initialises a Gaussian actor from a "
+            f"deterministic mean action, which only the {list(GAUSSIAN_HEADS)} heads have (a {head!r} policy "
+            f"has no tractable mean/log-prob). Valid bridges for {head!r}: {valid} "
+            "(bridge=residual trains a residual on top of the frozen policy)"
+        )
+
+
+def to_unit(a: Tensor | np.ndarray, low: np.ndarray, high: np.ndarray):
+    """Env action units -> [-1, 1] (clipped)."""
+    if isinstance(a, Tensor):
+        lo, hi = torch.as_tensor(low, dtype=a.dtype), torch.as_tensor(high, dtype=a.dtype)
+        return (2.0 * (a - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)
+    return np.clip(2.0 * (np.asarray(a, np.float32) - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+def from_unit(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    return (low + (np.asarray(a, np.float32) + 1.0) * 0.5 * (high - low)).astype(np.float32)
+
+
+def bc_base(policy, layout: ObsLayout, low: np.ndarray, high: np.ndarray) -> Callable[[Tensor], Tensor]:
+    """The frozen BC policy as a map flat history (B, D) -> first chunk action (B, Da) in [-1, 1]: mse its
+    mean, gmm the mean of the likeliest component, other heads a fresh sample from one seeded generator.
+
+    Sampling (not a fixed noise vector) matters: a flow/diffusion head run from the same noise at every
+    step blends its modes over time (measured on Lift: the gripper command crept from open to closed while
+    the arm already rose, 0% success vs 75% sampled). The sample is stored in the SAC observation (its last
+    Da columns), so the critic and the residual see the proposal that was actually made."""
+    policy.eval().requires_grad_(False)
+    head = policy.cfg.head
+    gen = torch.Generator(device=policy.device).manual_seed(0)
+
+    @torch.no_grad()
+    def base(x: Tensor) -> Tensor:
+        obs = layout.unflatten(x.float())
+        if head == "gmm":
+            logits, mean, _ = policy.head.dist_params(policy.encode(obs))
+            a = mean[torch.arange(len(x)), logits.argmax(-1)].view(len(x), policy.Tp, policy.Da)
+            a = policy.normalizer.unnormalize("action", a)
+        elif head == "mse":
+            a = policy.act(obs)
+        else:
+            a = policy.act(obs, generator=gen)
+        return to_unit(a[:, 0].float().cpu(), low, high)
+
+    return base
+
+
+def batched(fn: Callable[[Tensor], Tensor], x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    if len(x) == 0:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate([fn(torch.from_numpy(x[i : i + chunk])).numpy() for i in range(0, len(x), chunk)])
+
+
+def last_columns(da: int) -> Callable[[Tensor], Tensor]:
+    """ResidualActor's base: the BC action stored as the last Da columns of the SAC observation."""
+
+    def base(obs: Tensor) -> Tensor:
+        return obs[:, -da:]
+
+    return base
+
+
+def build_actor(
+    bridge: str, obs_dim: int, act_dim: int, hidden, residual_scale: float, init_log_std: float | None
+) -> nn.Module:
+    from robolearn.algos.sac import GaussianActor, ResidualActor
+
+    if bridge == "residual":
+        return ResidualActor(
+            last_columns(act_dim),
+            obs_dim,
+            act_dim,
+            scale=residual_scale,
+            hidden=tuple(hidden),
+            init_log_std=-1.0 if init_log_std is None else init_log_std,
+        )
+    return GaussianActor(obs_dim, act_dim, tuple(hidden))  # bridge=gaussian: then distilled
+
+
+def distill_gaussian(
+    actor: nn.Module,
+    obs: np.ndarray,
+    target: np.ndarray,
+    steps: int,
+    log_std: float,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> float:
+    """Regress a GaussianActor's tanh(mu(s)) onto target actions (N, Da) in [-1, 1] (clipped to +-0.99: tanh
+    never reaches +-1) and pull its log_std to `log_std`. Returns the final mean-squared error."""
+    rng = np.random.default_rng(seed)
+    x, y = torch.from_numpy(obs), torch.from_numpy(np.clip(target, -0.99, 0.99))
+    opt = torch.optim.Adam(actor.parameters(), lr=lr)
+    mse = float("nan")
+    for _ in range(steps):
+        i = torch.from_numpy(rng.integers(0, len(x), size=min(batch_size, len(x))))
+        mu, ls = actor.head(actor.trunk(x[i])).chunk(2, dim=-1)
+        err = (torch.tanh(mu) - y[i]).square().sum(-1).mean()
+        loss = err + 0.1 * (ls - log_std).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        mse = float(err.detach()) / y.shape[1]
+    return mse
