@@ -1,4 +1,5 @@
-"""robolearn's MuJoCo task suite: Lift, PushT, ReachAround, PegInsert (ids ``robolearn/<Task>-v0``).
+"""robolearn's MuJoCo task suite: Lift, PushT, ReachAround, PegInsert (ids ``robolearn/<Task>-v0``; PushT also
+``robolearn/PushT-v1``, the same task with a Markov scripted expert that BC can imitate).
 
 ``register_all()`` registers the four ids with Gymnasium (idempotent; ``import robolearn`` calls it) and
 ``make_expert(env, noise, seed)`` returns the task's closed-loop scripted expert.
@@ -10,6 +11,7 @@ TASKS = {
     # id: (entry point, max_episode_steps)
     "robolearn/Lift-v0": ("robolearn_envs.lift:LiftEnv", 100),
     "robolearn/PushT-v0": ("robolearn_envs.push_t:PushTEnv", 200),
+    "robolearn/PushT-v1": ("robolearn_envs.push_t:PushTEnvV1", 200),  # v0 with a Markov scripted expert
     "robolearn/ReachAround-v0": ("robolearn_envs.reach_around:ReachAroundEnv", 60),
     "robolearn/PegInsert-v0": ("robolearn_envs.peg_insert:PegInsertEnv", 100),
 }
@@ -28,11 +30,12 @@ def make_expert(env, noise: float = 0.0, seed: int | None = None):
     u = env.unwrapped
     from robolearn_envs.lift import LiftEnv, LiftExpert
     from robolearn_envs.peg_insert import PegInsertEnv, PegInsertExpert
-    from robolearn_envs.push_t import PushTEnv, PushTExpert
+    from robolearn_envs.push_t import PushTEnv, PushTEnvV1, PushTExpert, PushTExpertV1
     from robolearn_envs.reach_around import ReachAroundEnv, ReachAroundExpert
 
     for cls, expert in (
         (LiftEnv, LiftExpert),
+        (PushTEnvV1, PushTExpertV1),  # before PushTEnv: v1 subclasses it
         (PushTEnv, PushTExpert),
         (ReachAroundEnv, ReachAroundExpert),
         (PegInsertEnv, PegInsertExpert),

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from robolearn.policies.chunking import PolicyAgent
 
 
 @dataclass
@@ -149,32 +149,7 @@ def run_loop(cfg=None, **kw) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ policies
-class Agent:
-    """A trained policy as a single-env controller: `reset()` at each episode start, then
-    `act(obs_dict) -> action` (np.ndarray (Da,), env units). It keeps the observation history (To) and runs the
-    predicted chunk receding-horizon (Ta actions per plan) as the evaluator does."""
-
-    def __init__(self, policy, seed: int = 0):
-        import torch
-
-        self.policy = policy
-        self._gen = torch.Generator().manual_seed(seed)
-        self.reset()
-
-    @property
-    def spec(self) -> dict:
-        return self.policy.spec
-
-    def reset(self) -> None:
-        from robolearn.policies import ActionChunker, ObsHistory
-
-        self._hist = ObsHistory(self.policy.To)
-        self._chunker = ActionChunker(self.policy.spec.get("Ta", 1))
-
-    def act(self, obs: dict) -> np.ndarray:
-        h = self._hist.push({k: np.asarray(v)[None] for k, v in obs.items()})
-        a = self._chunker.act(self.policy, h, generator=self._gen)
-        return np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a, np.float32)[0]
+Agent = PolicyAgent  # the BC-policy controller load_policy returns (robolearn.policies.chunking.PolicyAgent)
 
 
 def load_policy(path, use_ema: bool = True, seed: int = 0):

@@ -81,7 +81,12 @@ def help_lines(cls, prefix: str = "") -> list[str]:
 @dataclass
 class RecordConfig:
     env: str = opt("robolearn/Lift-v0", "task id to record in")
-    expert: str = opt("scripted", "who acts: scripted (the task's expert) | random")
+    expert: str = opt(
+        "scripted",
+        "who acts: scripted (the task's expert) | random | a checkpoint file (a BC policy or a SAC agent, e.g. "
+        "expert=runs/hopper_sac/checkpoints/last.pt; episodes get source=policy)",
+    )
+    deterministic: bool = opt(True, "expert=<checkpoint>: SAC acts with its mean action (false: sampled)")
     teleop: str | None = opt(None, "record by hand with a device instead: keyboard | gamepad | spacemouse")
     episodes: int = opt(50, "episodes to keep")
     out: str = opt("datasets/demos.hdf5", "HDF5 store to write (appended to if it exists)")
@@ -100,7 +105,14 @@ class RecordConfig:
         from robolearn.data.store import SOURCES
 
         env_id("env", self.env)
-        choice("expert", self.expert, ("scripted", "random"))
+        if self.expert not in ("scripted", "random"):
+            if not Path(self.expert).is_file():
+                raise ConfigError(
+                    f"expert={self.expert!r} is not valid; valid options: 'scripted', 'random', or an existing "
+                    "checkpoint file (.pt)"
+                )
+            if self.source == "scripted":
+                self.source = "policy"  # episodes from a trained agent
         if self.teleop is not None:
             choice("teleop", self.teleop, ("keyboard", "gamepad", "spacemouse"))
         positive("episodes", self.episodes)

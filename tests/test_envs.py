@@ -18,11 +18,12 @@ import robolearn  # noqa: F401  registers the ids
 IDS = sorted(k for k in gym.registry if k.startswith("robolearn/"))
 
 
-def test_all_four_registered():
+def test_all_tasks_registered():
     assert IDS == [
         "robolearn/Lift-v0",
         "robolearn/PegInsert-v0",
         "robolearn/PushT-v0",
+        "robolearn/PushT-v1",
         "robolearn/ReachAround-v0",
     ]
     robolearn_envs.register_all()  # idempotent
@@ -202,3 +203,70 @@ def test_gymnasium_locomotion(env_id):
         obs, r, term, trunc, info = env.step(env.action_space.sample())
     assert np.all(np.isfinite(obs))
     env.close()
+
+
+def _fresh_expert_actions(env_id, states, obs_list, perturb_ctrl):
+    """The expert's action at each recorded state, from a fresh expert (no history) and, with
+    perturb_ctrl, a different controller target (simulator state the observation does not hold)."""
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    u = env.unwrapped
+    rng = np.random.default_rng(1)
+    out = []
+    for st, ob in zip(states, obs_list):
+        u.set_state(st)
+        if perturb_ctrl:
+            u.data.ctrl[:3] = u.data.qpos[:3] + rng.uniform(-0.01, 0.01, 3)
+        expert = robolearn_envs.make_expert(env, seed=0)  # no memory of earlier steps
+        out.append(expert.act(ob))
+    env.close()
+    return np.array(out)
+
+
+def _recorded(env_id, seeds):
+    env = gym.make(env_id)
+    expert = robolearn_envs.make_expert(env, seed=0)
+    states, obs_list, acts = [], [], []
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        expert.reset(seed=seed)
+        while True:
+            states.append(env.unwrapped.get_state())
+            obs_list.append(obs)
+            a = expert.act(obs)
+            acts.append(a)
+            obs, r, term, trunc, info = env.step(a)
+            if term or trunc:
+                break
+    env.close()
+    return states, obs_list, np.array(acts)
+
+
+def test_push_t_v1_expert_is_markov():
+    """Same observation -> same action, on recorded states: a fresh expert (no hysteresis memory) with a
+    different controller target reproduces every recorded action of PushT-v1's expert; for v0 it does not
+    (its push point is memory), which is why v0 could not be imitated."""
+    seeds = [10_000_000 + i for i in range(3)]
+    states, obs_list, acts = _recorded("robolearn/PushT-v1", seeds)
+    again = _fresh_expert_actions("robolearn/PushT-v1", states, obs_list, perturb_ctrl=True)
+    np.testing.assert_array_equal(again, acts)
+    states0, obs0, acts0 = _recorded("robolearn/PushT-v0", seeds)
+    again0 = _fresh_expert_actions("robolearn/PushT-v0", states0, obs0, perturb_ctrl=True)
+    assert np.abs(again0 - acts0).max() > 0.1
+
+
+def test_push_t_v1_keeps_the_task():
+    """v1 is v0's task: same reset distribution, observation and reward; an info score for the metric."""
+    e0, e1 = gym.make("robolearn/PushT-v0"), gym.make("robolearn/PushT-v1")
+    for seed in (3, 10_000_007):
+        o0, _ = e0.reset(seed=seed)
+        o1, _ = e1.reset(seed=seed)
+        for k in o0:
+            np.testing.assert_array_equal(o0[k], o1[k])
+        a = e0.action_space.sample()
+        s0, s1 = e0.step(a), e1.step(a)
+        assert s0[1] == s1[1] and s0[4]["score"] == s1[4]["score"] == pytest.approx(
+            min(s0[4]["coverage"] / 0.95, 1)
+        )
+    e0.close()
+    e1.close()

@@ -42,6 +42,7 @@ def summarize(records: Sequence[dict], dt: float) -> dict:
     rets = [float(r["return"]) for r in records]
     lengths = [int(r["length"]) for r in records]
     steps = [int(r["steps_to_success"]) for r in records if r["steps_to_success"] is not None]
+    scores = [float(r["score"]) for r in records if r.get("score") is not None]
     lo, hi = wilson_interval(k, n)
     cycle = _mean(steps)
     per_seed: dict[str, float] = {}
@@ -60,4 +61,7 @@ def summarize(records: Sequence[dict], dt: float) -> dict:
         "episodes": n,
         "success_rate_per_seed": per_seed,
         "success_rate_seed_std": float(np.std(list(per_seed.values()))) if per_seed else 0.0,
+        # diffusion_policy's PushT metric: mean over episodes of the best clip(coverage / 0.95, 0, 1) reached
+        # (tasks that report info["score"]; None elsewhere)
+        "score": _mean(scores) if scores else None,
     }

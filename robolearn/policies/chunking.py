@@ -112,3 +112,32 @@ class ActionChunker:
         w = torch.tensor([math.exp(-self.k * j) for j in range(n)], dtype=preds.dtype, device=preds.device)
         w = w[:, None] * valid
         return (w[..., None] * preds).sum(0) / w.sum(0)[:, None]
+
+
+class PolicyAgent:
+    """A trained policy as a single-env controller: `reset()` at each episode start, then
+    `act(obs_dict) -> action` (np.ndarray (Da,), env units). It keeps the observation history (To) and runs the
+    predicted chunk receding-horizon (Ta actions per plan) as the evaluator does; a stochastic head draws its
+    noise from a generator seeded with `seed` (re-seeded by `reset(seed=...)`)."""
+
+    def __init__(self, policy, seed: int = 0):
+        self.policy = policy
+        self._gen = torch.Generator().manual_seed(int(seed))
+        self.reset()
+
+    mode = None  # recorders store an expert's mode attribute when it has one
+
+    @property
+    def spec(self) -> dict:
+        return self.policy.spec
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self._gen = torch.Generator().manual_seed(int(seed))
+        self._hist = ObsHistory(self.policy.To)
+        self._chunker = ActionChunker(self.policy.spec.get("Ta", 1))
+
+    def act(self, obs: dict) -> np.ndarray:
+        h = self._hist.push({k: np.asarray(v)[None] for k, v in obs.items()})
+        a = self._chunker.act(self.policy, h, generator=self._gen)
+        return np.asarray(a.detach().cpu().numpy() if isinstance(a, Tensor) else a, np.float32)[0]
