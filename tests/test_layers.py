@@ -21,6 +21,7 @@ LAYERS = {
     "eval": 2,
     "teleop": 2,
     "recording": 2,
+    "scale": 2,  # Ray: eval (backend=ray) and finetune (actors=N) use it; the sweep runs commands by name
     "cli": 3,
     "loop": 3,
     "api": 3,

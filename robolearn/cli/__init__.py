@@ -111,6 +111,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dagger": (C + "cmd_dagger", "DAgger / interventions: label, aggregate, retrain."),
     "finetune": (C + "cmd_finetune", "Fine-tune a BC policy online with SAC, demos mixed in."),
     "loop": (C + "cmd_loop", "The whole loop: demos -> BC -> DAgger -> SAC -> eval, one report."),
+    "sweep": (C + "cmd_sweep", "A grid of train/eval/dagger/finetune/loop runs on Ray, one table."),
 }
 
 
@@ -143,6 +144,9 @@ def register_configs(command: str | None = None) -> None:
     else:
         cs.repo.pop("policy", None)
     register_loop_presets(cs)
+    from robolearn.scale.sweep import register_sweep_presets
+
+    register_sweep_presets(cs)
 
 
 def command_configs() -> dict[str, type]:
@@ -153,6 +157,7 @@ def command_configs() -> dict[str, type]:
     from robolearn.config import RecordConfig
     from robolearn.eval.config import EvalConfig
     from robolearn.loop import LoopConfig
+    from robolearn.scale.sweep import SweepConfig
 
     return {
         "record": RecordConfig,
@@ -161,6 +166,7 @@ def command_configs() -> dict[str, type]:
         "dagger": DaggerConfig,
         "finetune": FinetuneConfig,
         "loop": LoopConfig,
+        "sweep": SweepConfig,
     }
 
 

@@ -258,3 +258,30 @@ def cmd_loop(args: list[str]) -> int:
     if res["video"]:
         console.print(f"video: {res['video']}")
     return 0
+
+
+def cmd_sweep(args: list[str]) -> int:
+    from robolearn.cli import _config_help, compose, console
+    from robolearn.scale.sweep import SweepConfig, run_sweep
+
+    if _wants_help(args):
+        from robolearn.scale import sweep
+
+        print(_config_help("sweep", SweepConfig))
+        print(
+            "\npresets: robolearn sweep --config-name <name>, with <name> one of:",
+            sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml")),
+        )
+        print("\n" + (sweep.__doc__ or "").split("\n\n", 2)[2].strip())
+        return 0
+    cfg = compose("sweep", args)
+    res = run_sweep(cfg, compose=compose, echo=lambda m: console.print(m, markup=False, highlight=False))
+    if cfg.dry_run:
+        return 0
+    console.print(res["table"], markup=False, highlight=False)
+    console.print(f"table: {cfg.out}/table.md, every cell: {cfg.out}/sweep.json", markup=False, highlight=False)
+    if res["failed"]:
+        console.print(f"{len(res['failed'])} cell(s) failed: {res['failed']} (see their cell.log; rerun to retry)",
+                      markup=False, highlight=False)
+        return 1
+    return 0

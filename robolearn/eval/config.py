@@ -31,7 +31,11 @@ class EvalConfig:
                            "meets robolearn's demo/DAgger/finetune seeds")
     allow_train_seeds: bool = opt(False, "evaluate even on env seeds the checkpoint was trained on (refused "
                                   "otherwise): warns, and results.json counts them (overlaps_training_seeds)")
-    workers: int = opt(1, "parallel envs: 1 = SyncVectorEnv in-process, >1 = AsyncVectorEnv subprocesses")
+    workers: int = opt(1, "parallel envs: 1 = SyncVectorEnv in-process, >1 = AsyncVectorEnv subprocesses "
+                       "(backend=ray: Ray tasks, each running its share of the episode seeds)")
+    backend: str = opt("local", "local (this process and its env subprocesses) | ray (episodes split "
+                       "across Ray workers; same per-episode results for deterministic policies)")
+    address: str | None = opt(None, "backend=ray: None = a local Ray instance; auto | ray://host:10001")
     out: str = opt("runs/eval", "results folder: results.json, episodes.csv/.json, videos/")
     videos: int = opt(2, "write the first k episodes as mp4 (green border = success, red = failure)")
     obs_mode: str | None = opt(None, f"{OBS_MODES}; None = the checkpoint's env_kwargs (or 'state')")
@@ -59,6 +63,9 @@ class EvalConfig:
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds={list(self.seeds)!r} repeats a seed; each seed must appear once")
         positive("workers", self.workers)
+        choice("backend", self.backend, ("local", "ray"))
+        if self.address and self.backend != "ray":
+            raise ConfigError(f"address={self.address!r} needs backend=ray")
         positive("videos", self.videos, zero_ok=True)
         if self.obs_mode is not None:
             choice("obs_mode", self.obs_mode, OBS_MODES)

@@ -160,6 +160,7 @@ def evaluate_policy(
     temporal_ensemble: bool = False,
     noise: float = 0.0,
     on_episode: Callable[[dict], None] | None = None,
+    plan: Sequence[tuple[int, int, int]] | None = None,
 ) -> dict:
     """Roll out `policy` for `episodes` episodes per seed on the fixed seeds; returns the summary metrics.
 
@@ -169,12 +170,14 @@ def evaluate_policy(
     video_dir/videos: write the first `videos` episodes as video_dir/episode_<k>.mp4.
     Ta: actions executed per plan (None = the policy's Ta); temporal_ensemble: ACT-style averaging.
     on_episode: called with each finished episode's record (e.g. a progress bar).
+    plan: run only these (seed_group, episode, env seed) entries of `episode_seeds` (a worker's share under
+    backend=ray, robolearn.scale.ray_eval); records' ``index`` is then the position in `plan`.
 
     Returns the metrics of `robolearn.eval.metrics.summarize` plus ``env``, ``env_kwargs``, ``dt``,
     ``wall_s``, ``episodes_per_s``, ``videos`` (paths) and ``records`` (one dict per episode, in order).
     """
     env_kwargs = dict(env_kwargs or {})
-    plan = episode_seeds(seed, episodes)
+    plan = episode_seeds(seed, episodes) if plan is None else [tuple(map(int, p)) for p in plan]
     in_env_actor = hasattr(policy, "act") and hasattr(policy, "reset") and not hasattr(policy, "spec")
     reference = policy if isinstance(policy, str) or in_env_actor else None
     if (
@@ -263,7 +266,7 @@ def _rollout(envs, W, policy, plan, dt, Ta, temporal_ensemble, videos, video_dir
         gen = torch.Generator(device=policy.device).manual_seed(plan[0][0])
 
     def start(j):  # per-slot bookkeeping for the episode now in slot j
-        ret[j], length[j], first[j] = 0.0, 0, None
+        ret[j], length[j], first[j], best[j] = 0.0, 0, None, np.nan
         frames[j] = [] if slots[j] is not None and slots[j][0] < videos else None
 
     def capture(fresh_only: bool = False):  # one frame for each slot recording a video
@@ -481,8 +484,13 @@ def evaluate(cfg, show: bool = True) -> dict:
             bar.update(1)
             bar.set_postfix(success=f"{n_succ[0] / bar.n:.0%}")
 
+    run = evaluate_policy
+    if cfg.backend == "ray":  # the episode seeds split across Ray workers; same per-episode results
+        from robolearn.scale.ray_eval import evaluate_policy_ray
+
+        run = functools.partial(evaluate_policy_ray, address=cfg.address)
     try:
-        res = evaluate_policy(
+        res = run(
             policy,
             env_id,
             env_kwargs,
@@ -518,6 +526,7 @@ def evaluate(cfg, show: bool = True) -> dict:
         "episode_seed_rule": f"env seed = seed * {EPISODE_SEED_STRIDE} + episode",
         "overlaps_training_seeds": overlap,
         "workers": cfg.workers,
+        "backend": cfg.backend,
         "temporal_ensemble": cfg.temporal_ensemble,
         "noise": cfg.noise,
         **{k: v for k, v in res.items() if k not in ("env", "env_kwargs")},
