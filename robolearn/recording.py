@@ -83,49 +83,94 @@ def record(cfg) -> dict:
 
     env_kwargs = {"obs_mode": cfg.obs_mode, "reward_type": cfg.reward_type}
     env = make_env(cfg.env, render_mode="rgb_array" if cfg.video else None, **env_kwargs)
-    expert = make_expert(env, cfg.expert, noise=cfg.noise, seed=cfg.seed)
-    writer = EpisodeWriter(cfg.out, cfg.env, env_kwargs if cfg.env.startswith("robolearn/") else {},
-                           env.observation_space, env.action_space, overwrite=cfg.overwrite)
+    try:
+        expert = make_expert(env, cfg.expert, noise=cfg.noise, seed=cfg.seed)
+        # one writer per store (a second `record` into the same out= fails at once); overwrite=true records
+        # into a .partial file that replaces out= only when the recording completes
+        writer = EpisodeWriter(
+            cfg.out,
+            cfg.env,
+            env_kwargs if cfg.env.startswith("robolearn/") else {},
+            env.observation_space,
+            env.action_space,
+            overwrite=cfg.overwrite,
+        )
+    except BaseException:
+        env.close()
+        raise
     kept, successes, lengths, attempts = 0, 0, [], 0
     t0 = time.time()
-    interrupted = False
+    interrupted = completed = False
     video_frames = []
+
+    def kept_note(where) -> str:
+        if Path(where) == Path(cfg.out):
+            return f". The {kept} finished episodes are in {cfg.out}"
+        return (
+            f". {cfg.out} is unchanged (overwrite=true replaces it only after a complete recording); the {kept} "
+            f"finished episodes are in {where}"
+        )
+
     bar = tqdm(total=cfg.episodes, desc=f"record {cfg.env}", unit="ep")
     try:
-        with sigterm_as_interrupt(deferred=True):
-            while kept < cfg.episodes:
-                seed = cfg.seed + attempts
-                attempts += 1
-                expert.reset(seed=seed)
-                render = cfg.video and attempts <= cfg.video_episodes
-                b, info, frames = run_episode(env, expert.act, seed, render=render)
-                success = bool(info.get("is_success", False))
-                if render:
-                    color = (0, 200, 0) if success else (220, 0, 0)
-                    video_frames += [mark_frame(f, f"ep {attempts - 1}  {'success' if success else 'failure'}",
-                                                color) for f in frames]
-                successes += success
-                if cfg.success_only and not success:
-                    if attempts > 3 * cfg.episodes + 10:
-                        raise RuntimeError(f"the expert succeeded in only {successes}/{attempts} episodes; "
-                                           "Fix: lower noise=, or set success_only=false")
-                    continue
-                extra = {} if expert.mode is None else {"mode": str(expert.mode)}
-                writer.append(b.finish(cfg.source, success=success, seed=seed, **extra))
-                kept += 1
-                lengths.append(len(b))
-                bar.update(1)
-                bar.set_postfix(success=f"{successes / attempts:.0%}")
-    except KeyboardInterrupt:
-        interrupted = True
+        with sigterm_as_interrupt(deferred=True):  # signals only set a flag here: close() runs undisturbed
+            try:
+                while kept < cfg.episodes:
+                    seed = cfg.seed + attempts
+                    attempts += 1
+                    expert.reset(seed=seed)
+                    render = cfg.video and attempts <= cfg.video_episodes
+                    b, info, frames = run_episode(env, expert.act, seed, render=render)
+                    success = bool(info.get("is_success", False))
+                    if render:
+                        color = (0, 200, 0) if success else (220, 0, 0)
+                        video_frames += [
+                            mark_frame(f, f"ep {attempts - 1}  {'success' if success else 'failure'}", color)
+                            for f in frames
+                        ]
+                    successes += success
+                    if cfg.success_only and not success:
+                        if attempts > 3 * cfg.episodes + 10:
+                            raise RuntimeError(
+                                f"the expert succeeded in only {successes}/{attempts} episodes; "
+                                "Fix: lower noise=, or set success_only=false"
+                            )
+                        continue
+                    extra = {} if expert.mode is None else {"mode": str(expert.mode)}
+                    writer.append(b.finish(cfg.source, success=success, seed=seed, **extra))
+                    kept += 1
+                    lengths.append(len(b))
+                    bar.update(1)
+                    bar.set_postfix(success=f"{successes / attempts:.0%}")
+                completed = True
+            except KeyboardInterrupt:
+                interrupted = True
+            except BaseException as e:
+                try:  # keep what was finished (overwrite=true: the old store stays, the episodes go to .partial)
+                    where = writer.close(commit=False)
+                except Exception as ce:  # noqa: BLE001 - the error in flight is the one to report
+                    log.warning("%s", ce)
+                    where = None
+                if kept and where is not None and len(e.args) == 1 and isinstance(e.args[0], str):
+                    e.args = (e.args[0] + kept_note(where),)
+                raise
+            final = writer.close(
+                commit=completed
+            )  # merges the journal; overwrite: replaces out= if completed
     finally:
         bar.close()
         env.close()
+        try:
+            writer.close(commit=False)  # a no-op once closed above: the safety net for the unforeseen
+        except Exception as e:  # noqa: BLE001 - never hide the error in flight
+            log.warning("%s", e)
     video = None
     if video_frames:
-        video = str(write_video(Path(cfg.out).with_suffix(".mp4"), video_frames, fps=1.0 / (env_dt(env) or 0.05)))
-    return {
-        "file": str(cfg.out),
+        video = str(
+            write_video(Path(cfg.out).with_suffix(".mp4"), video_frames, fps=1.0 / (env_dt(env) or 0.05))
+        )
+    summary = {
+        "file": str(cfg.out if final is None or Path(final) == Path(cfg.out) else final),
         "episodes_kept": kept,
         "episodes_run": attempts,
         "success_rate": successes / max(attempts, 1),
@@ -134,3 +179,6 @@ def record(cfg) -> dict:
         "interrupted": interrupted,
         "video": video,
     }
+    if final is not None and Path(final) != Path(cfg.out):
+        summary["note"] = kept_note(final).strip(" ;.")
+    return summary

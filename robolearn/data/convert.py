@@ -63,4 +63,5 @@ def convert_minari(dataset_id: str, out: str, source: str = "policy", overwrite:
         steps += T
     if writer is None:
         raise StoreError(f"Minari dataset {dataset_id!r} holds no episodes; nothing written to {out}")
+    writer.close()  # merges the journal; overwrite=True: replaces the old store now that the conversion is complete
     return {"file": out, "env": env_id, "episodes": n, "steps": steps}

@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from robolearn.data.store import StoreError, iter_episodes, read_info
+from robolearn.data.store import StoreError, iter_episodes, journal_status, read_info
 
 
 def summarize(path, validate: bool = False) -> dict:
@@ -43,6 +43,8 @@ def summarize(path, validate: bool = False) -> dict:
         "action_min": np.round(amin, 4).tolist(),
         "action_max": np.round(amax, 4).tolist(),
         "action_mean": np.round(asum / max(n_steps, 1), 4).tolist(),
+        # episodes a live writer (another process) has journaled but not merged into the file yet
+        "journal": journal_status(path),
     }
 
 
@@ -72,12 +74,22 @@ def inspect_file(path, validate: bool = False, as_json: bool = False, console=No
     for k, v in s["obs"].items():
         t.add_row(f"obs/{k}", f"{tuple(v['shape'])} {v['dtype']}")
     t.add_row("actions", f"dim {s['action_dim']}")
+    if s["journal"]["pending"]:
+        pid = s["journal"]["writer_pid"]
+        t.add_row(
+            "journal",
+            f"{s['journal']['pending']} more episodes appended by a live writer"
+            f"{f' (pid {pid})' if pid else ''}, not shown: merged into the file at its close",
+        )
     t.add_row("action min", _fmt(s["action_min"]))
     t.add_row("action max", _fmt(s["action_max"]))
     t.add_row("action mean", _fmt(s["action_mean"]))
     console.print(t)
     if validate:
-        console.print("[green]valid[/green]: every episode read back, lengths agree, actions finite")
+        console.print(
+            "[green]valid[/green]: every episode read back, lengths agree (obs, next_obs, actions), actions and "
+            "observations finite"
+        )
     return 0
 
 

@@ -72,7 +72,8 @@ def record_teleop(cfg) -> dict:
               f"{device.help}\nPress ENTER in the window to start recording.", flush=True)
         session = RecordingSession(env, win, device, writer, cfg.episodes, cfg.seed, device_name=cfg.teleop,
                                    file=str(cfg.out))
-        return session.run()
+        with writer:  # closes it; overwrite=true replaces the old store only if the session ends without an error
+            return session.run()
     finally:
         if device is not None:
             device.close()
