@@ -188,3 +188,47 @@ def test_ray_eval_equals_local_episode_by_episode(tmp_path, policy):
     for k in ("success_rate", "return_mean", "length_mean", "cycle_time_steps", "success_rate_per_seed"):
         assert local[k] == remote[k]
     assert remote["backend"] == "ray" and [os.path.basename(v) for v in remote["videos"]] == ["episode_0.mp4"]
+
+
+# --------------------------------------------------------------------------------------------- finetune
+def test_finetune_two_actors_trains_checkpoints_and_survives_a_dead_actor(tmp_path, monkeypatch):
+    from robolearn.algos.finetune import FinetuneConfig, finetune
+    from robolearn.policies.checkpoint import read_checkpoint
+    from robolearn.scale import actors as actors_mod
+
+    made = {}
+    orig = actors_mod.RemoteCollector.__init__
+
+    def spy(self, *a, **k):
+        orig(self, *a, **k)
+        made["c"], made["pids"] = self, self.pids()
+
+    monkeypatch.setattr(actors_mod.RemoteCollector, "__init__", spy)
+    killed = {}
+
+    def killer():
+        t_end = time.time() + 120
+        while time.time() < t_end:
+            c = made.get("c")
+            if c is not None and c.collected >= 150:
+                os.kill(made["pids"][0], signal.SIGKILL)
+                killed["pid"] = made["pids"][0]
+                return
+            time.sleep(0.01)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    out = tmp_path / "sac"
+    kw = dict(env=LIFT, bridge="none", steps=400, learning_starts=100, batch_size=32, hidden=[32, 32],
+              eval_episodes=2, eval_initial=False, ckpt_every=100, log_every=100, pull_every=20, out=str(out))
+    s = finetune(FinetuneConfig(**kw, actors=2))
+    th.join()
+    assert killed, "the run ended before an actor could be killed"
+    assert s["actors"] == 2 and s["actor_restarts"] >= 1 and s["env_steps"] == 400
+    assert s["updates"] == 400 - 100 + 1  # utd=1 per collected step from learning_starts on
+    assert s["env_steps_per_s"] > 0 and s["updates_per_s"] > 0
+    ck = read_checkpoint(out / "checkpoints" / "last.pt", None, field="t")
+    assert int(ck["step"]) == 400 and json.loads((out / "results.json").read_text())["steps"] == 400
+    # resume continues the run with actors, from the checkpoint's step
+    s2 = finetune(FinetuneConfig(**{**kw, "steps": 500}, actors=2, resume=True))
+    assert s2["env_steps"] == 500 and s2["updates"] == 500 - 100 + 1

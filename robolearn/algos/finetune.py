@@ -349,6 +349,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         return res
 
     starts = cfg.starts()
+    updates0 = agent.step
     t_start = time.perf_counter()
     initial = None
     if cfg.eval_initial and start == 0:
@@ -360,30 +361,47 @@ def finetune(cfg: FinetuneConfig) -> dict:
     info: dict = {}
     last_eval = history["eval"][-1]["success_rate"] if history["eval"] else None
     interrupted = False
+    remote = None
+    if cfg.actors:  # Ray actors step their own envs with the latest weights (robolearn.scale.actors)
+        from robolearn.scale.actors import RemoteCollector
+
+        spec = {"env_id": env_id, "env_kwargs": env_kwargs, "low": low, "high": high, "layout": layout.to_json(),
+                "bridge": cfg.bridge, "bc_state": policy_state(bc) if bc is not None else None, "obs_dim": obs_dim,
+                "da": da, "hidden": list(cfg.hidden), "residual_scale": cfg.residual_scale,
+                "init_log_std": init_log_std, "seed": cfg.seed}
+        remote = RemoteCollector(spec, cfg.actors, cfg.pull_every, episodes, cfg.address)
     try:
         with interruptible():
             while step < cfg.steps:
-                if need_reset:
-                    obs, _ = env.reset(seed=finetune_seed(cfg.seed, episodes))  # the fine-tuning seed range
-                    pol.reset()
-                    s = pol.observe(obs)
-                    ep_ret, ep_len, ep_succ, need_reset = 0.0, 0, False, False
-                t0 = time.perf_counter()
-                if step < starts and cfg.bridge == "none":
-                    a = rng.uniform(-1.0, 1.0, da).astype(np.float32)
+                if remote is not None:  # actors=N: transitions stream in from the Ray actors
+                    t0 = time.perf_counter()
+                    s, a, r, s2, term, trunc, ep = remote.next(actor, step < starts and cfg.bridge == "none")
+                    online.add(s, a, r, s2, term, trunc)
+                    timing["env"] += time.perf_counter() - t0  # waiting for the actors
+                    if ep is not None:
+                        ep_ret, ep_len, ep_succ = ep
                 else:
-                    a = pol.act_unit(s, deterministic=False)
-                t1 = time.perf_counter()
-                obs, r, term, trunc, einfo = env.step(from_unit(a, low, high))
-                t2 = time.perf_counter()
-                s2 = pol.observe(obs)  # TRAP: the true final observation is s' (reset comes after)
-                online.add(s, a, r, s2, term, trunc)
-                timing["act"] += (t1 - t0) + (time.perf_counter() - t2)
-                timing["env"] += t2 - t1
-                ep_ret += float(r)
-                ep_len += 1
-                ep_succ |= bool(einfo.get("is_success", False))
-                s = s2
+                    if need_reset:
+                        obs, _ = env.reset(seed=finetune_seed(cfg.seed, episodes))  # the fine-tuning seed range
+                        pol.reset()
+                        s = pol.observe(obs)
+                        ep_ret, ep_len, ep_succ, need_reset = 0.0, 0, False, False
+                    t0 = time.perf_counter()
+                    if step < starts and cfg.bridge == "none":
+                        a = rng.uniform(-1.0, 1.0, da).astype(np.float32)
+                    else:
+                        a = pol.act_unit(s, deterministic=False)
+                    t1 = time.perf_counter()
+                    obs, r, term, trunc, einfo = env.step(from_unit(a, low, high))
+                    t2 = time.perf_counter()
+                    s2 = pol.observe(obs)  # TRAP: the true final observation is s' (reset comes after)
+                    online.add(s, a, r, s2, term, trunc)
+                    timing["act"] += (t1 - t0) + (time.perf_counter() - t2)
+                    timing["env"] += t2 - t1
+                    ep_ret += float(r)
+                    ep_len += 1
+                    ep_succ |= bool(einfo.get("is_success", False))
+                    s = s2
                 step += 1
                 if term or trunc:
                     episodes += 1
@@ -433,6 +451,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         ) from None
     finally:
         bar.close()
+        if remote is not None:
+            remote.close()
     if interrupted:
         checkpoint(step)  # Ctrl-C/SIGTERM: nothing is lost; resume=true continues from here
         writer.close()
@@ -485,6 +505,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "return_mean": res["return_mean"],
         "cycle_time_steps": res["cycle_time_steps"],
         "env_steps_per_s": n / max(busy, 1e-9),
+        "updates_per_s": (agent.step - updates0) / max(busy, 1e-9),
+        "actors": cfg.actors,
+        "actor_restarts": remote.restarts if remote is not None else 0,
         "time_env_s": timing["env"],
         "time_update_s": timing["update"],
         "time_act_s": timing["act"],

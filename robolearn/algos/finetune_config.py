@@ -68,6 +68,9 @@ class FinetuneConfig:
     ckpt_every: int = opt(1000, "checkpoint every N env steps")
     log_every: int = opt(100, "TensorBoard scalars every N env steps")
     seed: int = opt(0, "seed (torch, numpy, training episodes)")
+    actors: int = opt(0, "Ray actors stepping their own envs (0 = step the env in this process)")
+    pull_every: int = opt(50, "actors=N: env steps an actor takes per chunk, then it pulls the latest weights")
+    address: str | None = opt(None, "actors=N: Ray address (None = a local instance; auto | ray://host:10001)")
     threads: int = opt(
         1,
         "torch intra-op threads (0 = torch's default; SAC's 256-wide nets gain little from "
@@ -117,6 +120,8 @@ class FinetuneConfig:
         positive("ckpt_every", self.ckpt_every)
         positive("log_every", self.log_every)
         positive("threads", self.threads, zero_ok=True)
+        positive("actors", self.actors, zero_ok=True)
+        positive("pull_every", self.pull_every)
         in_range("seed", self.seed, 0, 99)  # online episodes: env seeds 30_000_000 + seed * 100_000 + i
         try:
             self.sac_config()
