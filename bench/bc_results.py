@@ -29,8 +29,8 @@ from robolearn.policies import HEADS, PolicyConfig, load_policy
 
 # diffusion/flow use the MLP denoiser here: the chunks are short (Tp=8) and it trains ~10x faster on CPU
 HEAD_CFG = {"diffusion": {"denoiser": "mlp"}, "flow": {"denoiser": "mlp"}}
-ENV = {"lift": "robolearn/Lift-v0", "pusht": "robolearn/PushT-v0", "reacharound": "robolearn/ReachAround-v0",
-       "peginsert": "robolearn/PegInsert-v0"}
+ENV = {"lift": "robolearn/Lift-v0", "pusht": "robolearn/PushT-v0", "pusht1": "robolearn/PushT-v1",
+       "reacharound": "robolearn/ReachAround-v0", "peginsert": "robolearn/PegInsert-v0"}
 
 
 def head_and_cfg(spec: str) -> tuple[str, dict | None]:
@@ -85,7 +85,7 @@ def main() -> None:
                 policy = load_policy(out / "checkpoints" / "last.pt")
                 r = evaluate_policy(policy, ENV[task], {"obs_mode": "state", "reward_type": "dense"},
                                     episodes=a.episodes, seed=0, Ta=policy.spec.get("Ta"))
-                cache[key] = {"success_rate": r["success_rate"], "success_ci": r["success_ci"],
+                cache[key] = {"success_rate": r["success_rate"], "success_ci": r["success_ci"], "score": r.get("score"),
                               "cycle_time_steps": r.get("cycle_time_steps"), "train_s": s["seconds"],
                               "total_s": time.time() - t0, "params": s["params"]}
                 cache_path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RL=${RL:-.venv/bin/robolearn}
 N=${1:-100}
-for task in Lift PushT ReachAround PegInsert; do
-  out="datasets/$(echo "$task" | tr '[:upper:]' '[:lower:]').hdf5"
-  "$RL" record env="robolearn/$task-v0" expert=scripted episodes="$N" seed=10000000 out="$out" overwrite=true
+for task in Lift-v0 PushT-v0 PushT-v1 ReachAround-v0 PegInsert-v0; do
+  name=$(echo "${task%-v0}" | tr "[:upper:]" "[:lower:]" | sed "s/-v//")   # PushT-v1 -> pusht1
+  out="datasets/$name.hdf5"
+  "$RL" record env="robolearn/$task" expert=scripted episodes="$N" seed=10000000 out="$out" overwrite=true
   "$RL" inspect "$out" --validate >/dev/null
 done

@@ -16,6 +16,7 @@ import numpy as np
 
 from robolearn.data.store import EpisodeBuilder, EpisodeWriter
 from robolearn.envutil import env_dt, get_state, make_env
+from robolearn.errors import UserError
 from robolearn.signals import interruptible, stop_point  # noqa: F401  (stop_point re-exported)
 
 log = logging.getLogger(__name__)
@@ -25,12 +26,19 @@ log = logging.getLogger(__name__)
 sigterm_as_interrupt = interruptible
 
 
-def make_expert(env, kind: str = "scripted", noise: float = 0.0, seed: int | None = None):
-    """The reference actor for `env`: its scripted expert, or a uniform random actor."""
+def make_expert(
+    env, kind: str = "scripted", noise: float = 0.0, seed: int | None = None, deterministic: bool = True
+):
+    """The actor that records `env`: its scripted expert, a uniform random actor, or a trained policy given as a
+    checkpoint path (a BC policy, or a fine-tuned / from-scratch SAC actor: see CheckpointActor)."""
     if kind == "random":
         return RandomActor(env.action_space, seed)
+    if kind not in ("scripted", "random") and (str(kind).endswith(".pt") or Path(kind).is_file()):
+        return CheckpointActor(env, kind, deterministic=deterministic, noise=noise, seed=seed)
     if kind != "scripted":
-        raise ValueError(f"expert={kind!r} is not valid; valid options: ['scripted', 'random']")
+        raise ValueError(
+            f"expert={kind!r} is not valid; valid options: 'scripted', 'random', or a checkpoint file (.pt)"
+        )
     import robolearn_envs
 
     spec_id = env.spec.id if env.spec is not None else "?"
@@ -40,6 +48,52 @@ def make_expert(env, kind: str = "scripted", noise: float = 0.0, seed: int | Non
             "Fix: record a robolearn task, or collect data with a policy (robolearn eval/finetune)"
         )
     return robolearn_envs.make_expert(env, noise=noise, seed=seed)
+
+
+class CheckpointActor:
+    """A trained policy as the demonstrator (e.g. a SAC agent on Hopper-v5 recording demos for BC).
+
+    `deterministic`: SAC actors act with their mean action (False: sampled); BC heads sample as they were
+    trained (stochastic heads draw from a generator re-seeded with each episode's seed, so a recording is
+    reproducible). `noise` adds Gaussian noise to the actions like the scripted experts' noise=."""
+
+    mode = None
+
+    def __init__(self, env, path, deterministic: bool = True, noise: float = 0.0, seed: int | None = None):
+        from robolearn.policies.checkpoint import SAC_FORMAT, build_policy, read_checkpoint
+
+        ck = read_checkpoint(path, expect=None, field="expert")
+        env_id = env.spec.id if env.spec is not None else None
+        if ck.get("env_id") and env_id and ck["env_id"] != env_id:
+            raise ValueError(f"expert={path!r} was trained on env {ck['env_id']!r}, not {env_id!r}. Fix: env={ck['env_id']}")
+        if ck["format"] == SAC_FORMAT:
+            from robolearn.algos.finetuned import sac_actor_from_checkpoint
+
+            self.actor, self._seedable = sac_actor_from_checkpoint(ck, deterministic=deterministic), False
+        else:
+            from robolearn.eval.runner import check_compatible
+            from robolearn.policies.chunking import PolicyAgent
+
+            policy = build_policy(ck)
+            check_compatible(policy.spec, env.observation_space, env.action_space, env_id or "?")
+            self.actor, self._seedable = PolicyAgent(policy, seed=seed or 0), True
+        self.space = env.action_space
+        self.noise = float(noise)
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, seed=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        if self._seedable:
+            self.actor.reset(seed=seed)
+        else:
+            self.actor.reset()
+
+    def act(self, obs):
+        a = np.asarray(self.actor.act(obs), np.float64)
+        if self.noise > 0:
+            a = a + self.rng.normal(0.0, self.noise, a.shape)
+        return np.clip(a, self.space.low, self.space.high).astype(np.float32)
 
 
 class RandomActor:
@@ -84,7 +138,7 @@ def record(cfg) -> dict:
     env_kwargs = {"obs_mode": cfg.obs_mode, "reward_type": cfg.reward_type}
     env = make_env(cfg.env, render_mode="rgb_array" if cfg.video else None, **env_kwargs)
     try:
-        expert = make_expert(env, cfg.expert, noise=cfg.noise, seed=cfg.seed)
+        expert = make_expert(env, cfg.expert, noise=cfg.noise, seed=cfg.seed, deterministic=cfg.deterministic)
         # one writer per store (a second `record` into the same out= fails at once); overwrite=true records
         # into a .partial file that replaces out= only when the recording completes
         writer = EpisodeWriter(
@@ -131,7 +185,7 @@ def record(cfg) -> dict:
                     successes += success
                     if cfg.success_only and not success:
                         if attempts > 3 * cfg.episodes + 10:
-                            raise RuntimeError(
+                            raise UserError(
                                 f"the expert succeeded in only {successes}/{attempts} episodes; "
                                 "Fix: lower noise=, or set success_only=false"
                             )
@@ -143,8 +197,8 @@ def record(cfg) -> dict:
                     bar.update(1)
                     bar.set_postfix(success=f"{successes / attempts:.0%}")
                 completed = True
-            except KeyboardInterrupt:
-                interrupted = True
+            except KeyboardInterrupt as e:
+                interrupted = getattr(e, "signum", 2)  # 2 = SIGINT, 15 = SIGTERM: the exit code is 128 + it
             except BaseException as e:
                 try:  # keep what was finished (overwrite=true: the old store stays, the episodes go to .partial)
                     where = writer.close(commit=False)
@@ -176,7 +230,8 @@ def record(cfg) -> dict:
         "success_rate": successes / max(attempts, 1),
         "mean_length": float(np.mean(lengths)) if lengths else 0.0,
         "seconds": time.time() - t0,
-        "interrupted": interrupted,
+        "interrupted": bool(interrupted),
+        **({"signal": int(interrupted)} if interrupted else {}),
         "video": video,
     }
     if final is not None and Path(final) != Path(cfg.out):

@@ -514,3 +514,36 @@ def test_fast_mish_matches_torch():
     assert torch.autograd.gradcheck(mish, (x64.detach().requires_grad_(),))
     with torch.no_grad():  # inference path (no autograd node)
         torch.testing.assert_close(mish(x.detach()), ref.detach(), atol=2e-6, rtol=1e-5)
+
+
+def test_gmm_holds_its_mode_within_an_episode():
+    """A bimodal GMM (actions +-1 under one observation) keeps both modes across envs, but each env stays on
+    the mode it drew for the whole episode (re-planning every step); without hold_mode it flips sides."""
+    torch.manual_seed(0)
+    spec = {"obs": {"state": {"shape": [1], "dtype": "float32"}}, "action_dim": 1, "To": 1, "Tp": 1, "Ta": 1}
+    n = 512
+    action = torch.where(torch.rand(n) < 0.5, -1.0, 1.0).view(n, 1, 1)
+    obs = torch.zeros(n, 1, 1)
+    norm = Normalizer.from_data({"state": obs.view(n, 1).numpy(), "action": action.view(n, 1).numpy()})
+    policy = Policy(spec, small_cfg("gmm"), norm)
+    train(policy, {"obs": {"state": obs}, "action": action}, BIMODAL_STEPS["gmm"], lr=2e-3, bs=128)
+
+    def episode(hold: bool) -> torch.Tensor:
+        policy.head.cfg.hold_mode = hold
+        chunker, gen = ActionChunker(1), torch.Generator().manual_seed(0)
+        steps = [chunker.act(policy, {"state": torch.zeros(200, 1, 1)}, generator=gen) for _ in range(30)]
+        return torch.stack(steps, 1).squeeze(-1).sign()  # (envs, steps)
+
+    sides = episode(hold=True)
+    assert bool((sides == sides[:, :1]).all()), "an env switched modes within the episode"
+    share = (sides[:, 0] > 0).float().mean().item()
+    assert 0.3 <= share <= 0.7, share  # both modes kept across envs
+    flips = episode(hold=False)
+    assert not bool((flips == flips[:, :1]).all())
+    # an episode start (reset) draws the mode anew
+    chunker, gen = ActionChunker(1), torch.Generator().manual_seed(1)
+    policy.head.cfg.hold_mode = True
+    first = chunker.act(policy, {"state": torch.zeros(200, 1, 1)}, generator=gen).sign()
+    chunker.reset(mask=np.ones(200, bool))
+    again = chunker.act(policy, {"state": torch.zeros(200, 1, 1)}, generator=gen).sign()
+    assert not torch.equal(first, again)

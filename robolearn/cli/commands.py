@@ -30,7 +30,7 @@ def cmd_record(args: list[str]) -> int:
 
         summary = record(cfg)
     _summary_table(f"record {cfg.env}", summary)
-    return 130 if summary.get("interrupted") else 0
+    return exit_code(signum=summary.get("signal", 2)) if summary.get("interrupted") else 0
 
 
 def cmd_inspect(args: list[str]) -> int:

@@ -77,11 +77,17 @@ class ActionChunker:
             raise ValueError(f"ActionChunker: Ta={Ta!r} must be >= 1")
         self.Ta, self.temporal_ensemble, self.k = Ta, temporal_ensemble, k
         self.num_plans = 0
+        self._policy = None
         self.reset()
 
     def reset(self, mask: np.ndarray | Tensor | None = None) -> None:
         """Forget plans (all envs, or those with ``mask`` True). Receding horizon re-plans the whole batch at the
-        next act(), since a reset env must not keep executing its previous episode's chunk."""
+        next act(), since a reset env must not keep executing its previous episode's chunk. The policy's
+        per-env memory (e.g. the GMM head's held mode) is cleared for those envs too."""
+        if mask is None:
+            self.memory: dict = {}
+        elif self._policy is not None and hasattr(self._policy, "forget"):
+            self._policy.forget(self.memory, mask)
         if mask is None or not self.temporal_ensemble:
             if mask is None or bool(np.asarray(mask).any()):
                 self._queue: list[Tensor] = []
@@ -93,13 +99,14 @@ class ActionChunker:
 
     def act(self, policy, obs: dict, generator: torch.Generator | None = None) -> Tensor:
         """obs {key: (B, To, *shape)} -> action (B, Da) for this step (unnormalised, torch)."""
+        self._policy = policy
         if not self.temporal_ensemble:
             if not self._queue:
-                chunk = policy.act(obs, generator=generator)  # (B, Tp, Da)
+                chunk = self._plan(policy, obs, generator)  # (B, Tp, Da)
                 self.num_plans += 1
                 self._queue = list(chunk[:, : self.Ta].unbind(1))
             return self._queue.pop(0)
-        chunk = policy.act(obs, generator=generator)
+        chunk = self._plan(policy, obs, generator)
         self.num_plans += 1
         B, Tp = chunk.shape[:2]
         self._chunks.append([chunk, torch.ones(B, dtype=torch.bool, device=chunk.device)])
@@ -112,6 +119,11 @@ class ActionChunker:
         w = torch.tensor([math.exp(-self.k * j) for j in range(n)], dtype=preds.dtype, device=preds.device)
         w = w[:, None] * valid
         return (w[..., None] * preds).sum(0) / w.sum(0)[:, None]
+
+    def _plan(self, policy, obs, generator):
+        if hasattr(policy, "forget"):  # a robolearn Policy: it may keep per-env memory across re-plans
+            return policy.act(obs, generator=generator, memory=self.memory)
+        return policy.act(obs, generator=generator)
 
 
 class PolicyAgent:

@@ -1,4 +1,11 @@
-"""Mixture of K diagonal Gaussians over the flattened chunk (Tp*Da), trained by NLL (robomimic's GMM head)."""
+"""Mixture of K diagonal Gaussians over the flattened chunk (Tp*Da), trained by NLL (robomimic's GMM head).
+
+Keeping the mode across re-plans: drawing a fresh component at every re-plan lets a bimodal policy flip sides
+every Ta steps (on ReachAround: left, then right, into the pillar). With `hold_mode` (default) each env keeps the
+component it drew while that component's weight stays >= `hold_min_weight` x the largest weight, and draws
+anew only when it becomes unlikely (or at an episode start): the policy commits to one mode per episode, as
+the demonstrator did. The choice lives in the caller's per-env `memory` (ActionChunker keeps it and clears it
+on reset), not in the head."""
 
 from __future__ import annotations
 
@@ -27,6 +34,10 @@ class GMMConfig:
     """"sample" (draw component and noise, std scaled by `temperature`) or "mode" (mean of the likeliest component)."""
     temperature: float = 1.0
     """Scales the component std (and sharpens the mixture weights) when sampling; 0 = component means."""
+    hold_mode: bool = True
+    """Keep each env's drawn component across re-plans while it stays likely (see the module docstring)."""
+    hold_min_weight: float = 0.1
+    """hold_mode: keep the component while its weight >= this fraction of the largest component weight."""
 
     def __post_init__(self):
         if any(int(h) <= 0 for h in self.hidden):
@@ -41,6 +52,8 @@ class GMMConfig:
             raise ValueError(f"GMMConfig.sample_mode={self.sample_mode!r}; valid options: 'sample', 'mode'")
         if self.temperature < 0:
             raise ValueError(f"GMMConfig.temperature={self.temperature!r}: must be >= 0")
+        if not 0.0 <= self.hold_min_weight <= 1.0:
+            raise ValueError(f"GMMConfig.hold_min_weight={self.hold_min_weight!r}: must be in [0, 1]")
 
 
 class GMMHead(ActionHead):
@@ -78,16 +91,34 @@ class GMMHead(ActionHead):
         nll = -self.log_prob(cond, action).mean() / self.D
         return nll, {"loss/nll_per_dim": nll.item()}
 
-    def sample(self, cond: Tensor, generator=None) -> Tensor:
+    def sample(self, cond: Tensor, generator=None, memory: dict | None = None) -> Tensor:
+        """memory: the caller's per-env state ({"gmm_k": (B,) long, -1 = none yet}); with hold_mode the drawn
+        component is kept there and reused while it stays likely."""
         logits, mean, std = self.dist_params(cond)
         B = cond.shape[0]
         T = self.cfg.temperature
+        idx = torch.arange(B)
         if self.cfg.sample_mode == "mode" or T == 0:
             k = logits.argmax(-1)
-            out = mean[torch.arange(B), k]
-        else:
-            k = torch.multinomial(torch.softmax(logits / T, -1), 1, generator=generator).squeeze(-1)
-            noise = torch.randn(B, self.D, generator=generator, device=cond.device, dtype=cond.dtype)
-            idx = torch.arange(B)
-            out = mean[idx, k] + T * std[idx, k] * noise
+            return mean[idx, k].view(B, self.Tp, self.Da)
+        k = torch.multinomial(torch.softmax(logits / T, -1), 1, generator=generator).squeeze(-1)
+        if self.cfg.hold_mode and memory is not None:
+            prev = memory.get("gmm_k")
+            if prev is not None and prev.shape == (B,):
+                w = torch.softmax(logits, -1)
+                keep = prev >= 0
+                held = prev.clamp(min=0)
+                keep &= w[idx, held] >= self.cfg.hold_min_weight * w.max(-1).values
+                k = torch.where(keep, held, k)
+            memory["gmm_k"] = k.clone()
+        noise = torch.randn(B, self.D, generator=generator, device=cond.device, dtype=cond.dtype)
+        out = mean[idx, k] + T * std[idx, k] * noise
         return out.view(B, self.Tp, self.Da)
+
+    def forget(self, memory: dict, mask: Tensor | None = None) -> None:
+        """Episode starts: forget the held component of all envs (mask None) or of those where mask is True."""
+        prev = memory.get("gmm_k")
+        if prev is None or mask is None:
+            memory.pop("gmm_k", None)
+            return
+        prev[mask.to(prev.device)] = -1

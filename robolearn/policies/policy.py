@@ -186,20 +186,31 @@ class Policy(nn.Module):
         return self.head.loss(cond, self.normalizer.normalize("action", action))
 
     @torch.no_grad()
-    def act(self, obs: dict, generator: torch.Generator | None = None) -> Tensor:
+    def act(self, obs: dict, generator: torch.Generator | None = None, memory: dict | None = None) -> Tensor:
         """obs {key: (B, To, *shape)} numpy or torch, raw -> action chunk (B, Tp, Da), unnormalised.
 
         Always runs in eval behaviour (centre crop, no dropout), restoring the training flag afterwards.
+        `memory`: per-env state a head may keep across re-plans (the GMM head's held component); the caller
+        owns it (ActionChunker) and clears it at episode starts with `forget(memory, mask)`.
         """
         was_training = self.training
         if was_training:
             self.eval()
         try:
-            a = self.head.sample(self.encode(obs), generator=generator)
+            cond = self.encode(obs)
+            if memory is not None and hasattr(self.head, "forget"):
+                a = self.head.sample(cond, generator=generator, memory=memory)
+            else:
+                a = self.head.sample(cond, generator=generator)
             return self.normalizer.unnormalize("action", a)
         finally:
             if was_training:
                 self.train()
+
+    def forget(self, memory: dict, mask=None) -> None:
+        """Clear the per-env memory of `act` for all envs (mask None) or those where mask is True."""
+        if hasattr(self.head, "forget"):
+            self.head.forget(memory, None if mask is None else torch.as_tensor(np.asarray(mask), dtype=torch.bool))
 
     @torch.no_grad()
     def fit_data(self, action: Tensor | np.ndarray) -> None:
