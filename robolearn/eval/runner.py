@@ -59,6 +59,7 @@ CSV_FIELDS = (
     "length",
     "steps_to_success",
     "time_to_success_s",
+    "score",
     "video",
 )
 
@@ -256,6 +257,7 @@ def _rollout(envs, W, policy, plan, dt, Ta, temporal_ensemble, videos, video_dir
     queue = deque(enumerate(plan))  # (index, (seed_group, episode, env_seed))
     slots: list[tuple | None] = [queue.popleft() if queue else None for _ in range(W)]
     ret, length, first = np.zeros(W), np.zeros(W, int), [None] * W
+    best = np.full(W, np.nan)  # best info["score"] of the episode (PushT: diffusion_policy's coverage score)
     frames: list[list | None] = [None] * W
     records: list[dict | None] = [None] * len(plan)
     video_paths: list[str] = []
@@ -293,6 +295,13 @@ def _rollout(envs, W, policy, plan, dt, Ta, temporal_ensemble, videos, video_dir
             info.get("_is_success", np.ones(W, bool)), bool
         )
         active = np.array([s is not None for s in slots])
+        if "score" in info:
+            sc = np.where(
+                np.asarray(info.get("_score", np.ones(W, bool)), bool),
+                np.asarray(info["score"], float),
+                np.nan,
+            )
+            best = np.where(active & ~np.isnan(sc), np.fmax(best, sc), best)
         ret += np.where(active, r, 0.0)
         length += active
         for j in np.flatnonzero(active & succ):
@@ -314,6 +323,7 @@ def _rollout(envs, W, policy, plan, dt, Ta, temporal_ensemble, videos, video_dir
                 "length": int(length[j]),
                 "steps_to_success": first[j],
                 "time_to_success_s": None if first[j] is None else first[j] * dt,
+                "score": None if np.isnan(best[j]) else float(best[j]),
                 "video": None,
             }
             if frames[j] is not None:
@@ -437,24 +447,31 @@ def check_train_seeds(cfg, train: tuple[set[int], int] | None) -> int | None:
     if hit:
         log.warning(
             "warning: allow_train_seeds=true: %s; these episodes are not held out (results.json: "
-            "overlaps_training_seeds=%d)", what, len(hit),
+            "overlaps_training_seeds=%d)",
+            what,
+            len(hit),
         )
     if train is None:
         log.warning(
             "warning: %s records no train_seeds (an older checkpoint): overlap of the evaluated env seeds "
-            "with its training data cannot be checked", cfg.policy,
+            "with its training data cannot be checked",
+            cfg.policy,
         )
     elif unknown:
         log.warning(
             "warning: %d training episode(s) of %s have no recorded env seed: overlap with them cannot be "
-            "checked", unknown, cfg.policy,
+            "checked",
+            unknown,
+            cfg.policy,
         )
     outside = sorted({s for s in plan if s not in EVAL_RANGE})
     if outside and (train is None or unknown):
         log.warning(
             "warning: eval seed group(s) %s start from env seeds outside the evaluation range [0, %d) (in "
             "the %s seed range), where robolearn records training episodes",
-            _groups(outside), EVAL_RANGE.stop, "/".join(sorted({str(range_name(s)) for s in outside})),
+            _groups(outside),
+            EVAL_RANGE.stop,
+            "/".join(sorted({str(range_name(s)) for s in outside})),
         )
     return None if train is None else len(hit)
 
@@ -562,8 +579,10 @@ def check_out_dir(out: Path, field: str = "out") -> None:
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
     if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
-        raise EvalError(f"{field}={str(out)!r} cannot be written ({anc} is not a writable folder). Fix: "
-                        f"{field}=<a writable folder>")
+        raise EvalError(
+            f"{field}={str(out)!r} cannot be written ({anc} is not a writable folder). Fix: "
+            f"{field}=<a writable folder>"
+        )
 
 
 def print_summary(results: dict, out: Path | None = None) -> None:
