@@ -45,20 +45,21 @@ def from_unit(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return (low + (np.asarray(a, np.float32) + 1.0) * 0.5 * (high - low)).astype(np.float32)
 
 
-def bc_base(policy, layout: ObsLayout, low: np.ndarray, high: np.ndarray) -> Callable[[Tensor], Tensor]:
-    """The frozen BC policy as a map flat history (B, D) -> first chunk action (B, Da) in [-1, 1]: mse its
-    mean, gmm the mean of the likeliest component, other heads a fresh sample from one seeded generator.
+def bc_chunk(policy, layout: ObsLayout, low: np.ndarray, high: np.ndarray) -> Callable[[Tensor], Tensor]:
+    """The frozen BC policy as a map flat history (B, D) -> its executed chunk (B, Ta, Da) in [-1, 1]: mse its
+    mean, gmm the mean of the likeliest component, other heads a fresh sample from one seeded generator
+    (one noise draw per chunk, as the policy runs in `robolearn eval`).
 
     Sampling (not a fixed noise vector) matters: a flow/diffusion head run from the same noise at every
     step blends its modes over time (measured on Lift: the gripper command crept from open to closed while
-    the arm already rose, 0% success vs 75% sampled). The sample is stored in the SAC observation (its last
-    Da columns), so the critic and the residual see the proposal that was actually made."""
+    the arm already rose, 0% success vs 75% sampled)."""
     policy.eval().requires_grad_(False)
     head = policy.cfg.head
+    Ta = int(policy.spec.get("Ta", 1))
     gen = torch.Generator(device=policy.device).manual_seed(0)
 
     @torch.no_grad()
-    def base(x: Tensor) -> Tensor:
+    def chunk(x: Tensor) -> Tensor:
         obs = layout.unflatten(x.float())
         if head == "gmm":
             logits, mean, _ = policy.head.dist_params(policy.encode(obs))
@@ -68,9 +69,64 @@ def bc_base(policy, layout: ObsLayout, low: np.ndarray, high: np.ndarray) -> Cal
             a = policy.act(obs)
         else:
             a = policy.act(obs, generator=gen)
-        return to_unit(a[:, 0].float().cpu(), low, high)
+        return to_unit(a[:, :Ta].float().cpu(), low, high)
 
-    return base
+    return chunk
+
+
+def bc_base(policy, layout: ObsLayout, low: np.ndarray, high: np.ndarray) -> Callable[[Tensor], Tensor]:
+    """The BC policy's FIRST chunk action, re-planned at every call: flat history (B, D) -> (B, Da). The
+    per-step bridge (`chunked=false`) and the gaussian bridge's distillation target."""
+    chunk = bc_chunk(policy, layout, low, high)
+    return lambda x: chunk(x)[:, 0]
+
+
+class HeldChunk:
+    """The BC proposal a residual SAC actor builds on, computed as the BC policy runs: a chunk is planned
+    every `Ta` steps and executed one action per step, so before any update the fine-tuned actor IS the BC
+    policy (a per-step re-plan is not: the Lift flow policy went 100% -> 38% that way).
+
+    Per step it returns the extra SAC observation columns: [phase = i / Ta, base action (Da)] (`phase=True`;
+    the critic needs to know where in the chunk it is), or just [base action] (the per-step bridge, Ta=1,
+    phase=False: checkpoints written before chunked bridges). Single-env state (`reset()` at episode starts);
+    `episode(h)` computes a whole recorded episode (demos) the same way."""
+
+    def __init__(self, chunk: Callable[[Tensor], Tensor], Ta: int, phase: bool = True):
+        self.chunk, self.Ta, self.phase = chunk, max(1, int(Ta)), bool(phase)
+        self.extra = 1 if self.phase else 0  # columns before the base action
+        self.reset()
+
+    def reset(self) -> None:
+        self._plan: np.ndarray | None = None
+        self._i = 0
+
+    def clone(self) -> HeldChunk:
+        """Same BC policy, fresh state (an evaluation must not disturb the training rollout's chunk)."""
+        return HeldChunk(self.chunk, self.Ta, self.phase)
+
+    def _cols(self, i: int, a: np.ndarray) -> np.ndarray:
+        return np.concatenate([[i / self.Ta], a]).astype(np.float32) if self.phase else a.astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self._plan is None or self._i >= self.Ta:
+            self._plan = self.chunk(torch.from_numpy(np.asarray(x, np.float32))[None])[0].numpy()
+            self._i = 0
+        out = self._cols(self._i, self._plan[self._i])
+        self._i += 1
+        return out
+
+    def episode(self, h: np.ndarray) -> np.ndarray:
+        """(T + 1, D) histories of one recorded episode -> (T + 1, extra + Da): chunks planned at t = 0, Ta, ..."""
+        starts = np.arange(0, len(h), self.Ta)
+        plans = batched(self.chunk, np.asarray(h[starts], np.float32))  # (plans, >= Ta, Da)
+        return np.stack([self._cols(t % self.Ta, plans[t // self.Ta, t % self.Ta]) for t in range(len(h))])
+
+
+def held_chunk(policy, layout: ObsLayout, low: np.ndarray, high: np.ndarray, Ta: int) -> HeldChunk:
+    """Ta >= 1: the chunk-aware bridge (hold the BC chunk for Ta steps, phase column); Ta = 0: the per-step
+    bridge of earlier checkpoints (re-plan every step, no phase column)."""
+    chunk = bc_chunk(policy, layout, low, high)
+    return HeldChunk(chunk, Ta, phase=True) if Ta >= 1 else HeldChunk(chunk, 1, phase=False)
 
 
 def batched(fn: Callable[[Tensor], Tensor], x: np.ndarray, chunk: int = 4096) -> np.ndarray:

@@ -4,12 +4,10 @@ run's observation layout and action units."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import numpy as np
-from torch import Tensor
 
-from robolearn.algos.bridges import batched, to_unit
+from robolearn.algos.bridges import HeldChunk, to_unit
 from robolearn.algos.obs_layout import ObsLayout
 from robolearn.config import ConfigError
 
@@ -18,10 +16,12 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------ demos
 def load_demo_transitions(
-    path, layout: ObsLayout, low, high, reward_type: str, base: Callable[[Tensor], Tensor] | None
+    path, layout: ObsLayout, low, high, reward_type: str, base: HeldChunk | None
 ) -> dict[str, np.ndarray]:
-    """Demo file -> transition arrays in the SAC layout (obs/next_obs (N, D [+ Da]), action (N, Da) in
-    [-1, 1], reward, terminated, truncated). Rewards: see the module docstring (relabelled dense -> sparse)."""
+    """Demo file -> transition arrays in the SAC layout (obs/next_obs (N, D [+ base columns]), action (N, Da)
+    in [-1, 1], reward, terminated, truncated). With a residual bridge each episode's base columns are the BC
+    policy's held chunk as it would run there (planned every Ta steps from the episode's start), so demo and
+    online observations mean the same. Rewards: see the module docstring (relabelled dense -> sparse)."""
     from robolearn.data.store import iter_episodes, read_info
 
     info = read_info(path)
@@ -47,7 +47,10 @@ def load_demo_transitions(
         if nxt is None:
             raise ConfigError(f"demos={str(path)!r}, episode {name}: no next_obs (needed for transitions)")
         seq = {k: np.concatenate([ep["obs"][k], nxt[k][-1:]]) for k in layout.keys}  # (T + 1, ...)
-        parts["h"].append(layout.histories(seq))  # obs[t] = h[t], next_obs[t] = h[t + 1]
+        h_ep = layout.histories(seq)  # obs[t] = h[t], next_obs[t] = h[t + 1]
+        if base is not None:
+            h_ep = np.concatenate([h_ep, base.episode(h_ep)], axis=1)
+        parts["h"].append(h_ep)
         parts["action"].append(to_unit(ep["actions"], low, high))
         done = bool(np.asarray(ep.get("dones", np.zeros(T)))[-1])
         if reward_type == file_rt:
@@ -66,8 +69,6 @@ def load_demo_transitions(
         raise ConfigError(f"demos={str(path)!r} holds no transitions")
     lens = [len(h) for h in parts["h"]]  # T + 1 per episode
     h = np.concatenate(parts["h"])
-    if base is not None:
-        h = np.concatenate([h, batched(base, h)], axis=1)
     ends = np.cumsum(lens)
     first = np.concatenate([np.arange(e - n, e - 1) for e, n in zip(ends, lens)])
     return {

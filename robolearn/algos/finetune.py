@@ -73,10 +73,12 @@ from robolearn.algos.bridges import (  # noqa: F401  (re-exported: the bridges' 
     GAUSSIAN_HEADS,
     batched,
     bc_base,
+    bc_chunk,
     build_actor,
     check_bridge,
     distill_gaussian,
     from_unit,
+    held_chunk,
     last_columns,
     to_unit,
 )
@@ -210,8 +212,14 @@ def finetune(cfg: FinetuneConfig) -> dict:
         keys = sorted(k for k, s in sp.items() if s.dtype != np.uint8)
         layout = ObsLayout(keys, [tuple(sp[k].shape) for k in keys], 1)
     use_base = cfg.bridge == "residual"
-    base = bc_base(bc, layout, low, high) if bc is not None else None
-    obs_dim = layout.dim + (da if use_base else 0)
+    base = bc_base(bc, layout, low, high) if bc is not None else None  # per step: the distillation target
+    # residual: the BC proposal as the policy runs (its chunk held for Ta steps), or per step (chunked=false)
+    if resume_ck is not None:
+        bridge_Ta = int(resume_ck.get("bridge_Ta", 0))
+    else:
+        bridge_Ta = int(bc.spec.get("Ta", 1)) if (use_base and cfg.chunked) else 0
+    held = held_chunk(bc, layout, low, high, bridge_Ta) if use_base else None
+    obs_dim = layout.dim + (held.extra + da if use_base else 0)
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -229,7 +237,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         demo_buf = ReplayBuffer(obs_dim, da, int(st["capacity"]), cfg.n_step, cfg.gamma)
         demo_buf.load_state_dict(st)
     elif cfg.demos:
-        d = load_demo_transitions(cfg.demos, layout, low, high, reward_type, base if use_base else None)
+        d = load_demo_transitions(cfg.demos, layout, low, high, reward_type, held)
         demo_buf = ReplayBuffer(obs_dim, da, len(d["reward"]), cfg.n_step, cfg.gamma)
         demo_buf.add_batch(d["obs"], d["action"], d["reward"], d["next_obs"], d["terminated"], d["truncated"])
         demo_info = {"demo_episodes": d["episodes"], "demo_transitions": len(d["reward"])}
@@ -260,7 +268,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         layout,
         low,
         high,
-        base if use_base else None,
+        held,
         deterministic=False,
         env_id=env_id,
         env_kwargs=env_kwargs,
@@ -298,6 +306,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 "env_id": env_id,
                 "env_kwargs": json.dumps(env_kwargs),
                 "bridge": cfg.bridge,
+                "bridge_Ta": bridge_Ta,
                 "obs_layout": layout.to_json(),
                 "action_low": torch.from_numpy(low),
                 "action_high": torch.from_numpy(high),
@@ -328,7 +337,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         so evaluating best.pt there is not biased by the selection."""
         t0 = time.perf_counter()
         actor.eval()
-        res = evaluate_actor(pol, env_id, env_kwargs, cfg.eval_episodes, seed=0 if final else 1)
+        # a fresh copy: the training rollout's history and held chunk must not be reset mid-episode
+        res = evaluate_actor(pol.fresh(), env_id, env_kwargs, cfg.eval_episodes, seed=0 if final else 1)
         actor.train()
         if not final:
             key = (res["success_rate"], -(res["cycle_time_steps"] or float("inf")))
@@ -365,10 +375,22 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if cfg.actors:  # Ray actors step their own envs with the latest weights (robolearn.scale.actors)
         from robolearn.scale.actors import RemoteCollector
 
-        spec = {"env_id": env_id, "env_kwargs": env_kwargs, "low": low, "high": high, "layout": layout.to_json(),
-                "bridge": cfg.bridge, "bc_state": policy_state(bc) if bc is not None else None, "obs_dim": obs_dim,
-                "da": da, "hidden": list(cfg.hidden), "residual_scale": cfg.residual_scale,
-                "init_log_std": init_log_std, "seed": cfg.seed}
+        spec = {
+            "env_id": env_id,
+            "env_kwargs": env_kwargs,
+            "low": low,
+            "high": high,
+            "layout": layout.to_json(),
+            "bridge": cfg.bridge,
+            "bridge_Ta": bridge_Ta,
+            "bc_state": policy_state(bc) if bc is not None else None,
+            "obs_dim": obs_dim,
+            "da": da,
+            "hidden": list(cfg.hidden),
+            "residual_scale": cfg.residual_scale,
+            "init_log_std": init_log_std,
+            "seed": cfg.seed,
+        }
         remote = RemoteCollector(spec, cfg.actors, cfg.pull_every, episodes, cfg.address)
     try:
         with interruptible():
@@ -382,7 +404,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
                         ep_ret, ep_len, ep_succ = ep
                 else:
                     if need_reset:
-                        obs, _ = env.reset(seed=finetune_seed(cfg.seed, episodes))  # the fine-tuning seed range
+                        obs, _ = env.reset(
+                            seed=finetune_seed(cfg.seed, episodes)
+                        )  # the fine-tuning seed range
                         pol.reset()
                         s = pol.observe(obs)
                         ep_ret, ep_len, ep_succ, need_reset = 0.0, 0, False, False

@@ -68,9 +68,18 @@ class FinetuneConfig:
     ckpt_every: int = opt(1000, "checkpoint every N env steps")
     log_every: int = opt(100, "TensorBoard scalars every N env steps")
     seed: int = opt(0, "seed (torch, numpy, training episodes)")
+    chunked: bool = opt(
+        True,
+        "residual bridge: the BC proposal is its chunk held for Ta steps as the BC policy runs (with the chunk "
+        "phase in the SAC observation), so before any update the actor equals BC; false = re-plan every step",
+    )
     actors: int = opt(0, "Ray actors stepping their own envs (0 = step the env in this process)")
-    pull_every: int = opt(50, "actors=N: env steps an actor takes per chunk, then it pulls the latest weights")
-    address: str | None = opt(None, "actors=N: Ray address (None = a local instance; auto | ray://host:10001)")
+    pull_every: int = opt(
+        50, "actors=N: env steps an actor takes per chunk, then it pulls the latest weights"
+    )
+    address: str | None = opt(
+        None, "actors=N: Ray address (None = a local instance; auto | ray://host:10001)"
+    )
     threads: int = opt(
         1,
         "torch intra-op threads (0 = torch's default; SAC's 256-wide nets gain little from "

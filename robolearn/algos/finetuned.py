@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from robolearn.algos.bridges import bc_base, build_actor, from_unit
+from robolearn.algos.bridges import HeldChunk, build_actor, from_unit, held_chunk
 from robolearn.algos.obs_layout import FlatHistory, ObsLayout
 from robolearn.policies.checkpoint import SAC_FORMAT as FORMAT
 
@@ -32,7 +31,7 @@ class SACActorPolicy:
         layout: ObsLayout,
         low: np.ndarray,
         high: np.ndarray,
-        base: Callable[[Tensor], Tensor] | None = None,
+        base: HeldChunk | None = None,
         deterministic: bool = True,
         env_id: str | None = None,
         env_kwargs: dict | None = None,
@@ -46,12 +45,30 @@ class SACActorPolicy:
 
     def reset(self) -> None:
         self.history.reset()
+        if self.base is not None:
+            self.base.reset()
 
     def observe(self, obs: dict) -> np.ndarray:
+        """The SAC observation of this step: [history (D)] or, for a residual actor, [history, the held BC
+        chunk's phase and action] (HeldChunk). Call once per env step: it advances the chunk."""
         x = self.history.push(obs)
         if self.base is not None:
-            x = np.concatenate([x, self.base(torch.from_numpy(x)[None])[0].numpy()])
+            x = np.concatenate([x, self.base(x)])
         return x
+
+    def fresh(self) -> SACActorPolicy:
+        """The same actor with its own history and chunk state (evaluations during training use one, so the
+        training rollout's observation history and held chunk are not reset under it)."""
+        return SACActorPolicy(
+            self.actor,
+            self.layout,
+            self.low,
+            self.high,
+            None if self.base is None else self.base.clone(),
+            self.deterministic,
+            self.env_id,
+            self.env_kwargs,
+        )
 
     @torch.no_grad()
     def act_unit(self, s: np.ndarray, deterministic: bool | None = None) -> np.ndarray:
@@ -89,8 +106,9 @@ def sac_actor_from_checkpoint(ck: dict, deterministic: bool = True) -> SACActorP
     da = len(low)
     base = None
     if ck["bridge"] == "residual":
-        base = bc_base(build_policy(ck["bc_policy"], use_ema=True), layout, low, high)
-    obs_dim = layout.dim + (da if base is not None else 0)
+        bc = build_policy(ck["bc_policy"], use_ema=True)
+        base = held_chunk(bc, layout, low, high, int(ck.get("bridge_Ta", 0)))
+    obs_dim = layout.dim + (base.extra + da if base is not None else 0)
     actor = build_actor(ck["bridge"], obs_dim, da, ck["actor_hidden"], float(ck["residual_scale"]), None)
     actor.load_state_dict(ck["sac"]["actor"])
     actor.eval()

@@ -31,7 +31,7 @@ class EnvActor:
     """One remote actor (the class is wrapped by ray.remote in RemoteCollector)."""
 
     def __init__(self, spec: dict, index: int, n: int, first_episode: int):
-        from robolearn.algos.bridges import bc_base, build_actor
+        from robolearn.algos.bridges import build_actor, held_chunk
         from robolearn.algos.finetuned import SACActorPolicy
         from robolearn.algos.obs_layout import ObsLayout
         from robolearn.envutil import make_env
@@ -46,7 +46,8 @@ class EnvActor:
         layout = ObsLayout.from_json(spec["layout"])
         base = None
         if spec["bc_state"] is not None and spec["bridge"] == "residual":
-            base = bc_base(build_policy(spec["bc_state"], use_ema=True), layout, self.low, self.high)
+            base = held_chunk(build_policy(spec["bc_state"], use_ema=True), layout, self.low, self.high,
+                              int(spec.get("bridge_Ta", 0)))
         self.actor = build_actor(spec["bridge"], spec["obs_dim"], spec["da"], spec["hidden"],
                                  spec["residual_scale"], spec["init_log_std"])
         self.pol = SACActorPolicy(self.actor, layout, self.low, self.high, base, deterministic=False,
