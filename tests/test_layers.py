@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent / "robolearn"
 LAYERS = {
     "errors": 0,
     "signals": 0,
+    "threads": 0,
     "fileutil": 0,
     "seeds": 0,
     "envutil": 0,

@@ -57,7 +57,9 @@ class TrainLoopConfig:
     ckpt_every: int = opt(500, "checkpoint every N steps")
     log_every: int = opt(25, "TensorBoard scalars every N steps")
     seed: int = opt(0, "training seed (torch, numpy)")
-    threads: int = opt(0, "torch intra-op threads (0 = torch's default)")
+    threads: int = opt(
+        0, "torch intra-op threads (0 = chosen by robolearn.threads: 1 for networks < 5M params, else the free cores)"
+    )
     precision: str = opt(
         "float32",
         "float32, or bfloat16 (autocast: bf16 convs/matmuls, fp32 weights and loss; ~1.7x faster for big U-Nets "
@@ -107,6 +109,9 @@ class TrainConfig:
     init_from: str | None = opt(
         None, "initialise the weights from this checkpoint (fine-tune instead of scratch)"
     )
+    normalizer_from: str | None = opt(
+        None, "copy the normaliser statistics of this checkpoint instead of fitting them on the data"
+    )
     env: str | None = opt(None, "env for evaluation rollouts (default: the one recorded in the data)")
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
 
@@ -124,6 +129,8 @@ class TrainConfig:
         positive("policy_step_weight", self.policy_step_weight, zero_ok=True)
         if self.init_from:
             existing_file("init_from", self.init_from)
+        if self.normalizer_from:
+            existing_file("normalizer_from", self.normalizer_from)
         choice("policy.head", self.policy.head, sorted(HEADS))
         self.train.check("train.")
 
@@ -285,6 +292,10 @@ def make_policy(cfg: TrainConfig, ds) -> Policy:
     spec["Ta"] = cfg.Ta
     lowdim = {k: v for k, v in ds.obs.items() if v.dtype != np.uint8}
     norm = Normalizer.from_data({"action": ds.actions, **lowdim}, mode="minmax")
+    if cfg.normalizer_from:  # e.g. DAgger retrains: keep the initial demos' ranges
+        ck = read_checkpoint(cfg.normalizer_from, (FORMAT,), field="normalizer_from")
+        sd = {k[len("normalizer.") :]: v for k, v in ck["model"].items() if k.startswith("normalizer.")}
+        load_state_into(norm, sd, f"normalizer_from={cfg.normalizer_from!r}")
     try:
         policy = Policy(spec, cfg.policy, norm)
     except ValueError as e:  # e.g. image observations that are not (H, W, 3) uint8
@@ -386,8 +397,6 @@ def train(cfg: TrainConfig) -> dict:
             dist.init_process_group("gloo")
         rank = dist.get_rank()
     tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
     info = read_info(cfg.data)
@@ -399,6 +408,9 @@ def train(cfg: TrainConfig) -> dict:
     val = build_dataset(cfg, "valid")
     torch.manual_seed(tc.seed)
     policy = make_policy(cfg, ds)
+    from robolearn.threads import apply as apply_threads
+
+    apply_threads(tc.threads, policy.num_params(), f"train {cfg.policy.head}")
     _check_env_fits(env_id, env_kwargs, policy.spec, tc, "env" if cfg.env else "the data's env_id")
     if cfg.init_from:
         init = read_checkpoint(cfg.init_from, (FORMAT,), field="init_from")

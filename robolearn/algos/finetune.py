@@ -132,9 +132,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     from robolearn.policies.checkpoint import FORMAT as BC_FORMAT
     from robolearn.policies.checkpoint import build_policy, load_policy, policy_state, read_checkpoint
     from robolearn.signals import interruptible
+    from robolearn.threads import apply as apply_threads
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    apply_threads(cfg.threads, None, "finetune")  # SAC's 256-wide networks: 1 thread unless told
     out = Path(cfg.out)
     ckpt_path = out / "checkpoints" / "last.pt"
     resume_ck = None

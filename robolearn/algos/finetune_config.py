@@ -81,9 +81,9 @@ class FinetuneConfig:
         None, "actors=N: Ray address (None = a local instance; auto | ray://host:10001)"
     )
     threads: int = opt(
-        1,
-        "torch intra-op threads (0 = torch's default; SAC's 256-wide nets gain little from "
-        "more, and extra threads thrash on a shared CPU)",
+        0,
+        "torch intra-op threads (0 = 1 thread: SAC's 256-wide nets gain little from more, and extra threads "
+        "thrash on a shared CPU; see robolearn.threads)",
     )
 
     def __post_init__(self):

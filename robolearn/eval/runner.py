@@ -486,6 +486,9 @@ def evaluate(cfg, show: bool = True) -> dict:
     out = Path(cfg.out)
     check_out_dir(out)
     policy, env_id, env_kwargs, train = _resolve(cfg)
+    from robolearn.threads import apply as apply_threads
+
+    apply_threads(0, policy.num_params() if hasattr(policy, "num_params") else None, "eval")
     overlap = check_train_seeds(cfg, train)
     total = cfg.episodes * len(cfg.seeds)
     bar = None
