@@ -23,10 +23,17 @@ def register_all() -> None:
     for env_id, (entry, steps) in TASKS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry, max_episode_steps=steps)
+    from robolearn_envs import suites
+
+    suites.register_all()  # metaworld/<task>-v3 when the `suites` extra is installed
 
 
 def make_expert(env, noise: float = 0.0, seed: int | None = None):
     """The scripted expert for a robolearn task env (wrapped or not)."""
+    from robolearn_envs import suites
+
+    if suites.find_adapter(env) is not None:
+        return suites.make_expert(env, noise=noise, seed=seed)
     u = env.unwrapped
     from robolearn_envs.lift import LiftEnv, LiftExpert
     from robolearn_envs.peg_insert import PegInsertEnv, PegInsertExpert

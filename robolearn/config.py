@@ -50,14 +50,17 @@ def existing_file(name: str, value, hint: str = "") -> None:
 
 def env_id(name: str, value) -> None:
     import gymnasium as gym
+    from robolearn_envs import suites
 
     import robolearn  # noqa: F401  registers robolearn/... ids
 
+    suites.ensure_registered(str(value))
     if value not in gym.registry:
         ours = sorted(k for k in gym.registry if k.startswith("robolearn/"))
         raise ConfigError(
             f"{name}={value!r} is not a registered env id; valid robolearn tasks: {ours} "
-            "(Gymnasium MuJoCo ids such as HalfCheetah-v5 and Hopper-v5 work too)"
+            "(Gymnasium MuJoCo ids such as HalfCheetah-v5 and Hopper-v5 work too; task suites: "
+            "metaworld/<task>-v3, gym_hil/PandaPickCubeBase-v0). " + suites.missing_hint(str(value))
         )
 
 

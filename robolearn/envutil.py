@@ -31,17 +31,23 @@ def is_robolearn_task(env_id: str) -> bool:
 
 def make_env(env_id: str, render_mode: str | None = None, max_episode_steps: int | None = None, **kwargs) -> gym.Env:
     """gym.make with clear errors, Dict observations for every env, and our kwargs only where they apply."""
+    from robolearn_envs import suites
+
     import robolearn  # noqa: F401  registers robolearn/... ids
 
+    suites.ensure_registered(env_id)  # gym_hil/... (on import of gym_hil), metaworld/<task>-v3
     if env_id not in gym.registry:
         ours = sorted(k for k in gym.registry if k.startswith("robolearn/"))
         raise ValueError(
             f"env={env_id!r} is not a registered Gymnasium id. Valid robolearn tasks: {ours}; "
-            "Gymnasium's MuJoCo ids (HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5) work too"
+            "Gymnasium's MuJoCo ids (HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5) work too; task suites: "
+            "metaworld/<task>-v3, gym_hil/PandaPickCubeBase-v0. " + suites.missing_hint(env_id)
         )
     if not is_robolearn_task(env_id):
         kwargs = {k: v for k, v in kwargs.items() if k not in ("obs_mode", "reward_type")}
     env = gym.make(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps, **kwargs)
+    if suites.is_suite_id(env_id):
+        env = suites.adapt(env, env_id)  # Dict obs of named keys, info["is_success"], get_state/set_state
     if not isinstance(env.observation_space, spaces.Dict):
         env = DictObs(env)
     return env
@@ -49,6 +55,11 @@ def make_env(env_id: str, render_mode: str | None = None, max_episode_steps: int
 
 def get_state(env: gym.Env) -> np.ndarray:
     """The full simulator state of the env (for the store's `states`)."""
+    from robolearn_envs.suites import find_adapter
+
+    ad = find_adapter(env)  # Meta-World / gym-hil adapters: their simulator state (see robolearn_envs.suites)
+    if ad is not None:
+        return np.asarray(ad.get_state(), np.float64)
     u = env.unwrapped
     if hasattr(u, "get_state"):
         return np.asarray(u.get_state(), np.float64)

@@ -42,6 +42,10 @@ def make_expert(
     import robolearn_envs
 
     spec_id = env.spec.id if env.spec is not None else "?"
+    from robolearn_envs import suites
+
+    if suites.is_suite_id(spec_id):  # Meta-World's scripted policies, our gym-hil PandaPickCube expert
+        return suites.make_expert(env, noise=noise, seed=seed)
     if not spec_id.startswith("robolearn/"):
         raise ValueError(
             f"env={spec_id!r} has no scripted expert (only robolearn/... tasks ship one). "

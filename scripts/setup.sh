@@ -18,7 +18,7 @@ PYTHON=${PYTHON:-python3}
 [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # constraints.txt pins every package, torch==2.13.0 (the CPU wheel) included.
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev,teleop]"
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev,teleop,suites]"
 # robomimic is a test-only peer (tests read our files with its SequenceDataset). Its declared deps
 # (egl_probe builds with cmake, torchvision clashes with our torch pin) are not needed for that: --no-deps.
 "$VENV/bin/python" -m pip show robomimic >/dev/null 2>&1 || \
