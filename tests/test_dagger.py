@@ -25,9 +25,9 @@ def bc_run(tmp_path_factory):
 
 def _cfg(bc_run, out, mode, **kw):
     demos, ck = bc_run
+    kw.setdefault("eval_episodes", 2)
     return DaggerConfig(policy=str(ck), data=str(demos), out=str(out), mode=mode, rounds=1, episodes_per_round=2,
-                        eval_episodes=2, train=TrainLoopConfig(steps=10, batch_size=32, val_every=0,
-                                                               eval_episodes=0), **kw)
+                        train=TrainLoopConfig(steps=10, batch_size=32, val_every=0, eval_episodes=0), **kw)
 
 
 
@@ -85,3 +85,98 @@ def test_labels_accumulate_over_rounds(bc_run, tmp_path):
     labels = [h["labels"] for h in res["history"]]
     assert labels == sorted(labels) and labels[2] > labels[1] > labels[0]
     assert res["history"][1]["labels"] - res["history"][0]["labels"] == res["history"][1]["round_labels"]
+
+
+def _norm_buffers(path):
+    import torch
+
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v for k, v in ck["model"].items() if k.startswith("normalizer.")}
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_retrain_keeps_the_initial_normalizer_unless_refit(bc_run, tmp_path, refit):
+    import torch
+
+    _, ck = bc_run
+    run_dagger(_cfg(bc_run, tmp_path / "n", "expert", refit_normalizer=refit, beta=0.0, eval_episodes=0))
+    init, new = _norm_buffers(ck), _norm_buffers(tmp_path / "n" / "round_1" / "checkpoints" / "last.pt")
+    assert init.keys() == new.keys() and init
+    same = all(torch.equal(init[k], new[k]) for k in init)
+    assert same != refit  # learner rollouts widen the ranges when refitted
+
+
+def test_chunk_labels_are_the_experts_rollout_from_the_saved_state(bc_run, tmp_path):
+    import gymnasium as gym
+    import robolearn_envs
+
+    from robolearn.data.dataset import WindowDataset, chunk_labels_path
+    from robolearn.policies import load_policy
+
+    out = tmp_path / "c"
+    run_dagger(_cfg(bc_run, out, "expert", beta=0.3, eval_episodes=0))
+    agg = out / "aggregate.hdf5"
+    assert chunk_labels_path(agg).exists() and (out / "round_1" / "chunk_labels.hdf5").exists()
+    Tp = load_policy(str(out / "round_1" / "checkpoints" / "last.pt")).spec["Tp"]
+    assert Tp > 1
+    ds = WindowDataset(agg, To=2, Tp=Tp, split=None)
+    env = gym.make("robolearn/ReachAround-v0")
+    env.reset(seed=0)
+    checked = differs = 0
+    with h5py.File(agg, "r") as f:
+        for e, d in enumerate(ds.demos):
+            g = f["data"][d]
+            if g.attrs["source"] != "dagger":
+                continue
+            T = int(g.attrs["num_samples"])
+            for t in (0, T // 2, T - 2):  # T - 2: the rollout may outlast the episode
+                env.unwrapped.set_state(g["states"][t])
+                exp = robolearn_envs.make_expert(env, seed=99)  # a fresh expert from the saved state
+                want = []
+                for _ in range(Tp):
+                    want.append(exp.act(None))
+                    _, _, term, _, _ = env.unwrapped.step(want[-1])
+                    if term or t + len(want) >= 60:  # ReachAround's episode limit
+                        break
+                want += [want[-1]] * (Tp - len(want))
+                got = ds.get_batch(np.array([ds.starts[e] + t]))["action"][0].numpy()
+                np.testing.assert_array_equal(got, np.stack(want))
+                checked += 1
+                shifted = g["actions"][()][np.minimum(np.arange(t, t + Tp), T - 1)]
+                differs += not np.array_equal(got, shifted)  # not the labels at the states visited next
+    assert checked >= 6 and differs >= 1
+    visited = run_dagger(_cfg(bc_run, tmp_path / "v", "expert", beta=0.3, eval_episodes=0, chunk_labels="visited"))
+    assert not chunk_labels_path(tmp_path / "v" / "aggregate.hdf5").exists() and visited["history"]
+
+
+def test_beta_mixing_resets_the_learners_chunk_when_control_changes_hands(bc_run, tmp_path, monkeypatch):
+    from robolearn.policies import ActionChunker
+
+    resets = []
+    orig = ActionChunker.reset
+    monkeypatch.setattr(ActionChunker, "reset", lambda self: (resets.append(1), orig(self))[1])
+    run_dagger(_cfg(bc_run, tmp_path / "b", "expert", beta=0.5, eval_episodes=0))
+    changes, eps = 0, 0
+    with h5py.File(tmp_path / "b" / "round_1" / "episodes.hdf5", "r") as f:
+        for d in f["data"]:
+            eps += 1  # a new chunker resets itself once
+            iv = f["data"][d]["interventions"][()].astype(int)
+            changes += int(np.abs(np.diff(np.r_[0, iv])).sum())  # the learner has control before step 0
+    assert changes >= 2 and len(resets) == eps + changes  # and once each time control changed hands
+
+
+def test_takeovers_only_and_drop_hopeless(bc_run, tmp_path, monkeypatch):
+    import robolearn.algos.dagger as dg
+
+    seen = []
+    real = dg.train
+    monkeypatch.setattr(dg, "train", lambda c: (seen.append(c.policy_step_weight), real(c))[1])
+    run_dagger(_cfg(bc_run, tmp_path / "i", "intervention", eval_episodes=0))
+    run_dagger(_cfg(bc_run, tmp_path / "j", "intervention", eval_episodes=0, takeovers_only=False))
+    assert seen == [0.0, 1.0]
+    # the learner crashes into the pillar from where the expert could still go round: with a scratch
+    # expert that always fails, every episode is stopped at the first check
+    monkeypatch.setattr(dg.Scratch, "rollout", lambda self, s, t, n: (np.zeros((1, 5), np.float32), False))
+    res = run_dagger(_cfg(bc_run, tmp_path / "h", "expert", eval_episodes=0, drop_hopeless=True,
+                          hopeless_every=3, chunk_labels="visited"))
+    assert res["history"][-1]["hopeless_dropped"] == 2 and res["history"][-1]["steps"] == 2 * 3

@@ -16,11 +16,25 @@ Behaviour cloning drifts off the demonstrations (compounding errors). Each round
    - `mode=auto` — ask only where the learner is unsure: `samples` actions are drawn from the (stochastic)
      head; where their spread (mean per-dim std, in normalised units) exceeds `uncertainty`, the expert is
      queried and its action executed and stored as an intervention. Labels are spent only there.
+   Chunk labels (a learner that predicts Tp>1 actions): with `chunk_labels=rollout` (default) the target
+   chunk of a labelled step t is a plan the expert would execute: the expert's own Tp-step rollout from
+   the saved simulator state s_t, run in a scratch env (a second env of the same id/kwargs, set_state, a
+   reset expert; the learner's env is never touched), padded with its last action where the episode would
+   end first. `chunk_labels=visited` keeps the old target: the per-step labels at s_t..s_{t+Tp-1}, the states
+   the LEARNER visited (no plan anyone executed). The labels live in `round_<i>/chunk_labels.hdf5` (keyed
+   by the round's demo names, recomputed from the stored states) and `aggregate.chunk_labels.hdf5` (keyed
+   by the aggregate's demo names), the sidecar the BC dataset reads (`WindowDataset(chunk_labels=...)`).
+   `drop_hopeless=true`: every `hopeless_every` steps the scratch expert plays the episode out from the
+   current state; if even it fails, the episode stops there (counted as `hopeless_dropped`).
+   mode=expert resets the learner's chunk whenever control changes hands (no stale plan is resumed).
 3. aggregate: the round's episodes are recorded into `out/round_<i>/episodes.hdf5`, then appended to
    `out/aggregate.hdf5` (a copy of `data`; the user's file is never modified);
 4. retrain BC on the aggregate (from scratch, or `retrain=finetune` from the current weights) and evaluate.
+   The retrain reuses the initial BC checkpoint's normaliser (learner rollouts with dropped or tumbled
+   objects would widen its ranges; `refit_normalizer=true` refits it on the aggregate).
    Training on intervention episodes up-weights intervention steps (`intervention_weight`) and can drop
-   the learner's steps that led into a takeover (`drop_before_intervention`), see `robolearn.algos.bc`.
+   the learner's steps that led into a takeover (`drop_before_intervention`), see `robolearn.algos.bc`;
+   with `takeovers_only=true` (default) HG-DAgger trains on the takeovers and the demos only.
 
 `results.json` logs success rate against the number of expert labels after every round.
 
@@ -53,6 +67,7 @@ from robolearn.signals import Interrupted, interruptible, stop_point
 
 log = logging.getLogger(__name__)
 MODES = ("expert", "intervention", "auto")
+CHUNK_LABELS = ("rollout", "visited")
 
 
 @dataclass
@@ -80,6 +95,21 @@ class DaggerConfig:
     intervention_weight: float = opt(2.0, "BC sampling weight of intervention steps")
     drop_before_intervention: int = opt(0, "drop the N learner steps that led into each takeover")
     eval_episodes: int = opt(20, "evaluation episodes after each round")
+    chunk_labels: str = opt(
+        "rollout",
+        "chunk targets (Tp>1) of labelled steps: rollout (the expert's own Tp-step plan from the saved state) | "
+        "visited (the per-step labels at the states the learner visited next)",
+    )
+    refit_normalizer: bool = opt(
+        False, "retrains fit the normaliser on the aggregate (default: keep the initial BC checkpoint's)"
+    )
+    takeovers_only: bool = opt(
+        True, "mode=intervention: train on the takeovers + demos only (the learner's own steps weigh 0)"
+    )
+    drop_hopeless: bool = opt(
+        False, "stop an episode (and its labels) once the expert itself fails from the current state"
+    )
+    hopeless_every: int = opt(10, "drop_hopeless: check every this many steps")
     seed: int = opt(0, "rollout seed base")
     train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(steps=1000, eval_episodes=0))
 
@@ -95,6 +125,8 @@ class DaggerConfig:
             if self.mode != "intervention":
                 raise ConfigError(f"teleop={self.teleop!r} needs mode=intervention (got mode={self.mode!r})")
         choice("retrain", self.retrain, ("scratch", "finetune"))
+        choice("chunk_labels", self.chunk_labels, CHUNK_LABELS)
+        positive("hopeless_every", self.hopeless_every)
         positive("rounds", self.rounds)
         positive("episodes_per_round", self.episodes_per_round)
         in_range("beta", self.beta, 0.0, 1.0)
@@ -138,8 +170,62 @@ def _to_np(a) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
+class Scratch:
+    """A second env of the same id/kwargs plus a fresh expert, to roll the expert out from a saved state
+    without touching the env the learner runs in (the experts hold no hidden state, so `reset` is enough).
+    Steps the unwrapped env: the episode's step limit is `max_steps` from the saved step on."""
+
+    def __init__(self, env_id: str, env_kwargs: dict, expert_kind: str, seed: int):
+        from robolearn.recording import make_expert
+
+        self.env = make_env(env_id, **env_kwargs)
+        self.u = self.env.unwrapped
+        self.expert = make_expert(self.env, expert_kind, seed=seed)
+        self.max_steps = self.env.spec.max_episode_steps if self.env.spec is not None else None
+
+    def rollout(self, state, t: int, n: int | None) -> tuple[np.ndarray, bool]:
+        """The expert's actions for up to `n` steps (None: to the episode's end) from `state`, the state at
+        step `t` of an episode; stops where the episode would end. Returns (actions (k, Da), success)."""
+        self.u.set_state(state)
+        self.expert.reset()
+        left = None if self.max_steps is None else self.max_steps - t
+        n = left if n is None else (n if left is None else min(n, left))
+        acts, ok = [], False
+        while n is None or len(acts) < n:
+            a = np.asarray(self.expert.act(None), np.float32)
+            acts.append(a)
+            _, _, term, trunc, info = self.u.step(a)
+            ok = bool(info.get("is_success", False))
+            if term or trunc or (n is None and len(acts) >= 10_000):
+                break
+        return np.stack(acts), ok
+
+    def chunk_labels(self, states: np.ndarray, labels: np.ndarray, labelled: np.ndarray, Tp: int) -> np.ndarray:
+        """(T, Tp, Da): at labelled steps the expert's Tp-step rollout from the saved state, elsewhere the
+        shifted per-step labels; both padded with their last action where the episode ends first."""
+        T = len(labels)
+        idx = np.minimum(np.arange(T)[:, None] + np.arange(Tp), T - 1)
+        out = labels[idx].astype(np.float32)
+        for t in np.flatnonzero(labelled):
+            a, _ = self.rollout(states[t], int(t), Tp)
+            out[t, : len(a)] = a
+            out[t, len(a) :] = a[-1]
+        return out
+
+    def close(self):
+        self.env.close()
+
+
 def collect_round(
-    policy, env, expert, cfg: DaggerConfig, rnd: int, writer: EpisodeWriter, human=None, start_ep: int = 0
+    policy,
+    env,
+    expert,
+    cfg: DaggerConfig,
+    rnd: int,
+    writer: EpisodeWriter,
+    human=None,
+    start_ep: int = 0,
+    scratch: Scratch | None = None,
 ) -> dict:
     """Roll out learner episodes `start_ep..episodes_per_round-1` with the oracle; append them to `writer`
     (each episode's attrs hold its `labels` count, so an interrupted round continues where it stopped)."""
@@ -161,12 +247,21 @@ def collect_round(
         hist, chunker = ObsHistory(To), ActionChunker(Ta)
         h = hist.push({k: v[None] for k, v in obs.items()})
         b = EpisodeBuilder(obs, get_state(env))
+        hopeless, was_expert = False, False
         while True:
             stop_point()
+            if cfg.drop_hopeless and scratch is not None and len(b) and len(b) % cfg.hopeless_every == 0:
+                if not scratch.rollout(get_state(env), len(b), None)[1]:
+                    hopeless = True  # the expert cannot succeed from here: label no further
+                    break
+            if cfg.mode == "expert":
+                use_expert = rng.random() < beta
+                if use_expert != was_expert:
+                    chunker.reset()  # control changes hands: the learner never resumes a stale plan
+                was_expert = use_expert
             a_pol = _to_np(chunker.act(policy, h, generator=gen))[0].astype(np.float32)
             if cfg.mode == "expert":
                 a_exp = np.asarray(expert.act(obs), np.float32)
-                use_expert = rng.random() < beta
                 executed, label, iv = (a_exp if use_expert else a_pol), a_exp, use_expert
                 labels += 1
             elif cfg.mode == "intervention":
@@ -193,8 +288,11 @@ def collect_round(
         success = bool(info.get("is_success", False))
         successes += success
         steps += len(b)
+        extra = {"hopeless": True} if hopeless else {}
         writer.append(
-            b.finish(source, success=success, seed=seed, mode=cfg.mode, round=rnd, labels=labels - ep_labels)
+            b.finish(
+                source, success=success, seed=seed, mode=cfg.mode, round=rnd, labels=labels - ep_labels, **extra
+            )
         )
     return {"round_labels": labels, "steps": steps, "rollout_success": successes / cfg.episodes_per_round}
 
@@ -206,7 +304,54 @@ def _round_stats(info) -> dict:
         "round_labels": int(sum(int(a.get("labels", 0)) for a in ea)),
         "steps": int(sum(info.lengths.values())),
         "rollout_success": float(np.mean([bool(a.get("success")) for a in ea])),
+        "hopeless_dropped": int(sum(bool(a.get("hopeless", False)) for a in ea)),
     }
+
+
+def _round_chunk_labels(round_file: Path, scratch: Scratch, Tp: int) -> Path:
+    """round_<i>/chunk_labels.hdf5: the expert-rollout chunk labels of the round's episodes, keyed by their
+    demo name (recomputed from the saved states, so an interrupted round needs no bookkeeping)."""
+    import h5py
+
+    path = round_file.with_name("chunk_labels.hdf5")
+    have = set(read_info(round_file).demos)
+    if path.exists():
+        with h5py.File(path, "r") as f:
+            if set(f) == have and all(f[d].shape[1] == Tp for d in f):
+                return path
+    tmp = path.with_name(".chunk_labels.hdf5.tmp")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["Tp"] = Tp
+        for name, e in iter_episodes(round_file):
+            iv = e.get("interventions")
+            mode = str(e["attrs"].get("mode", "expert"))
+            labelled = np.ones(len(e["actions"]), bool) if mode == "expert" or iv is None else iv.astype(bool)
+            f.create_dataset(name, data=scratch.chunk_labels(e["states"], e["actions"], labelled, Tp))
+            f.attrs[f"seed_{name}"] = int(e["attrs"].get("seed", -1))
+    tmp.replace(path)
+    return path
+
+
+def _aggregate_chunk_labels(agg: Path, out: Path) -> None:
+    """<aggregate>.chunk_labels.hdf5 (read by the BC dataset): each aggregated DAgger episode's chunk labels,
+    found by (round, seed) in round_<r+1>/chunk_labels.hdf5. Rebuilt whole each round (atomically)."""
+    import h5py
+
+    from robolearn.data.dataset import chunk_labels_path
+
+    info = read_info(agg)
+    tmp = out / ".aggregate.chunk_labels.hdf5.tmp"
+    with h5py.File(tmp, "w") as dst:
+        for r in sorted({int(a.get("round", -1)) for a in info.episode_attrs.values()} - {-1}):
+            src_path = out / f"round_{r + 1}" / "chunk_labels.hdf5"
+            if not src_path.exists():
+                continue
+            with h5py.File(src_path, "r") as src:
+                by_seed = {int(src.attrs[f"seed_{n}"]): n for n in src}
+                for d, a in info.episode_attrs.items():
+                    if int(a.get("round", -1)) == r and int(a.get("seed", -1)) in by_seed:
+                        dst.create_dataset(d, data=src[by_seed[int(a["seed"])]][()])
+    tmp.replace(chunk_labels_path(agg))
 
 
 def _episode_from_store(ep: dict) -> Episode:
@@ -268,6 +413,8 @@ def run_dagger(cfg: DaggerConfig) -> dict:
         "mode": cfg.mode,
         "episodes_per_round": cfg.episodes_per_round,
         "seed": cfg.seed,
+        "chunk_labels": cfg.chunk_labels,
+        "drop_hopeless": cfg.drop_hopeless,
     }
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     if state is not None and state.get("inputs") != inputs:
@@ -289,6 +436,13 @@ def run_dagger(cfg: DaggerConfig) -> dict:
         log.info("resuming DAgger at round %d", state["round"])
     env = make_env(env_id, render_mode="rgb_array" if cfg.teleop else None, **env_kwargs)
     expert = make_expert(env, cfg.expert, seed=cfg.seed)
+    Tp = int(tc.get("Tp", policy.spec["Tp"]))
+    rollout_chunks = cfg.chunk_labels == "rollout" and Tp > 1
+    scratch = Scratch(env_id, env_kwargs, cfg.expert, cfg.seed) if rollout_chunks or cfg.drop_hopeless else None
+    if not rollout_chunks:
+        from robolearn.data.dataset import chunk_labels_path
+
+        chunk_labels_path(agg).unlink(missing_ok=True)  # visited: the shifted per-step labels
     human = None
     if cfg.teleop:
         from robolearn.teleop.app import HumanOverride
@@ -322,12 +476,15 @@ def run_dagger(cfg: DaggerConfig) -> dict:
                     round_file, env_id, env_kwargs, env.observation_space, env.action_space
                 )
                 try:
-                    collect_round(policy, env, expert, cfg, rnd, writer, human, start_ep=have)
+                    collect_round(policy, env, expert, cfg, rnd, writer, human, start_ep=have, scratch=scratch)
                 finally:
                     if hasattr(writer, "close"):
                         writer.close()
             stats = _round_stats(read_info(round_file))
             _aggregate_round(agg, round_file, rnd, env_id, env_kwargs, env)
+            if rollout_chunks:
+                _round_chunk_labels(round_file, scratch, Tp)
+                _aggregate_chunk_labels(agg, out)
             train_dir = run_dir
             tcfg = TrainConfig(
                 policy=pcfg,
@@ -339,7 +496,10 @@ def run_dagger(cfg: DaggerConfig) -> dict:
                 obs_keys=tc.get("obs_keys"),
                 intervention_weight=cfg.intervention_weight,
                 drop_before_intervention=cfg.drop_before_intervention,
-                policy_step_weight=0.0 if cfg.mode == "auto" else 1.0,
+                policy_step_weight=0.0
+                if cfg.mode == "auto" or (cfg.mode == "intervention" and cfg.takeovers_only)
+                else 1.0,
+                normalizer_from=None if cfg.refit_normalizer else cfg.policy,
                 init_from=state["policy"] if cfg.retrain == "finetune" else None,
                 env=env_id,
                 train=cfg.train,
@@ -367,6 +527,8 @@ def run_dagger(cfg: DaggerConfig) -> dict:
             state["round"] = rnd + 1
             write_json_atomic(state_path, state)  # a finished round is never redone
     env.close()
+    if scratch is not None:
+        scratch.close()
     final = state["history"][-1]
     results = {
         "mode": cfg.mode,

@@ -56,6 +56,7 @@ class WindowDataset(torch.utils.data.Dataset):
         obs_keys: list[str] | None = None,
         in_ram: bool = True,
         demos: list[str] | None = None,
+        chunk_labels: str | os.PathLike | None = "auto",
     ):
         if To < 1 or Tp < 1:
             raise ValueError(f"To={To} and Tp={Tp} must both be >= 1")
@@ -101,6 +102,13 @@ class WindowDataset(torch.utils.data.Dataset):
         self._h5: h5py.File | None = None
         self._pid = None
         self.weights = None  # optional per-step sample weights (interventions)
+        # action-chunk targets that are plans (DAgger's expert rollouts), per episode, instead of the shifted
+        # per-step labels; "auto": the file's sidecar <data>.chunk_labels.hdf5 if there is one
+        if chunk_labels == "auto":
+            chunk_labels = chunk_labels_path(self.path)
+            chunk_labels = chunk_labels if chunk_labels.exists() else None
+        self.chunk_labels = read_chunk_labels(chunk_labels, self.demos, Tp) if chunk_labels else {}
+        self.chunks = None
         if in_ram:
             self.obs, self.actions, extra = _load_flat(self.path, self.demos, self.obs_dtypes)
             self.interventions = extra.get("interventions")
@@ -109,6 +117,16 @@ class WindowDataset(torch.utils.data.Dataset):
                     f"{self.path}: actions contain NaN/inf. Fix: run `robolearn inspect {self.path} "
                     "--validate` to find the episode, then drop it"
                 )
+            if self.chunk_labels:
+                self.chunks = self.actions[self.window_indices(np.arange(self.n))[1]]
+                for e, d in enumerate(self.demos):
+                    if d in self.chunk_labels:
+                        if len(self.chunk_labels[d]) != self.ends[e] - self.starts[e]:
+                            raise StoreError(
+                                f"{chunk_labels}: {d} has {len(self.chunk_labels[d])} chunk labels, the "
+                                f"episode {self.ends[e] - self.starts[e]} steps. Fix: delete the stale file"
+                            )
+                        self.chunks[self.starts[e] : self.ends[e]] = self.chunk_labels[d]
 
     # ------------------------------------------------------------------ spec the policy is built from
     def spec(self) -> dict:
@@ -145,7 +163,7 @@ class WindowDataset(torch.utils.data.Dataset):
             oi, ai = self.window_indices(idx)
             return {
                 "obs": {k: torch.from_numpy(v[oi]) for k, v in self.obs.items()},
-                "action": torch.from_numpy(self.actions[ai]),
+                "action": torch.from_numpy(self.actions[ai] if self.chunks is None else self.chunks[idx]),
             }
         items = [self._read_one(int(i)) for i in idx]
         return {
@@ -194,12 +212,34 @@ class WindowDataset(torch.utils.data.Dataset):
         a = g["actions"][a_lo:a_hi].astype(np.float32)
         if len(a) < self.Tp:
             a = np.concatenate([a, np.repeat(a[-1:], self.Tp - len(a), 0)])
+        if self.demos[e] in self.chunk_labels:
+            a = self.chunk_labels[self.demos[e]][t]
         return obs, a
 
     def __getstate__(self):
         d = self.__dict__.copy()
         d["_h5"] = None
         return d
+
+
+def chunk_labels_path(path: str | os.PathLike) -> Path:
+    """The sidecar of an episode store that holds action-chunk labels: <stem>.chunk_labels.hdf5."""
+    p = Path(path)
+    return p.with_name(p.stem + ".chunk_labels.hdf5")
+
+
+def read_chunk_labels(path, demos, Tp: int) -> dict[str, np.ndarray]:
+    """{demo: (T, Tp, Da) float32} from a chunk-label file (one dataset per demo name, (T, Tp', Da)); chunks
+    longer than Tp are cut, shorter ones padded with their last action."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        for d in demos:
+            if d in f:
+                c = f[d][()].astype(np.float32)
+                if c.shape[1] < Tp:
+                    c = np.concatenate([c, np.repeat(c[:, -1:], Tp - c.shape[1], 1)], 1)
+                out[d] = np.ascontiguousarray(c[:, :Tp])
+    return out
 
 
 def select_demos(info: StoreInfo, split: str | None, sources=None, success_only=False) -> list[str]:
