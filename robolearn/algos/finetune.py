@@ -227,7 +227,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
     init_log_std = cfg.init_log_std
     if init_log_std is None and cfg.bridge == "gaussian":
         init_log_std = -2.0
-    actor = build_actor(cfg.bridge, obs_dim, da, cfg.hidden, cfg.residual_scale, init_log_std)
+    max_log_std = cfg.residual_max_log_std
+    if max_log_std is None and cfg.bridge == "residual":
+        max_log_std = -1.0 if init_log_std is None else init_log_std  # the residual's initial log std
+    actor = build_actor(cfg.bridge, obs_dim, da, cfg.hidden, cfg.residual_scale, init_log_std, max_log_std)
 
     # ---- demos (rebuilt from the file on a fresh run; from the checkpoint on resume)
     demo_buf = None
@@ -307,6 +310,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 "env_kwargs": json.dumps(env_kwargs),
                 "bridge": cfg.bridge,
                 "bridge_Ta": bridge_Ta,
+                "residual_max_log_std": max_log_std,
                 "obs_layout": layout.to_json(),
                 "action_low": torch.from_numpy(low),
                 "action_high": torch.from_numpy(high),
@@ -383,6 +387,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             "layout": layout.to_json(),
             "bridge": cfg.bridge,
             "bridge_Ta": bridge_Ta,
+            "max_log_std": max_log_std,
             "bc_state": policy_state(bc) if bc is not None else None,
             "obs_dim": obs_dim,
             "da": da,

@@ -28,6 +28,11 @@ class FinetuneConfig:
         "initial log std of the actor's pre-tanh Gaussian (None: -1 for "
         "residual, in residual units; -2 for gaussian; bridge=none: MLP init)",
     )
+    residual_max_log_std: float | None = opt(
+        None,
+        "bridge=residual: cap on the residual's log std (None: its initial log std, so exploration stays near the "
+        "BC policy and can only narrow; 2.0 = the SAC default, unbounded in practice)",
+    )
     distill_steps: int = opt(1000, "bridge=gaussian: distillation steps onto the BC actions")
     reward_type: str | None = opt(None, f"reward optimised: {REWARD_TYPES} (default: the checkpoint's)")
     demo_ratio: float = opt(0.5, "share of demo transitions in each batch (RLPD: 0.5)")

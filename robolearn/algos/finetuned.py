@@ -109,7 +109,8 @@ def sac_actor_from_checkpoint(ck: dict, deterministic: bool = True) -> SACActorP
         bc = build_policy(ck["bc_policy"], use_ema=True)
         base = held_chunk(bc, layout, low, high, int(ck.get("bridge_Ta", 0)))
     obs_dim = layout.dim + (base.extra + da if base is not None else 0)
-    actor = build_actor(ck["bridge"], obs_dim, da, ck["actor_hidden"], float(ck["residual_scale"]), None)
+    actor = build_actor(ck["bridge"], obs_dim, da, ck["actor_hidden"], float(ck["residual_scale"]), None,
+                        ck.get("residual_max_log_std"))
     actor.load_state_dict(ck["sac"]["actor"])
     actor.eval()
     return SACActorPolicy(

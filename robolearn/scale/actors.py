@@ -49,7 +49,7 @@ class EnvActor:
             base = held_chunk(build_policy(spec["bc_state"], use_ema=True), layout, self.low, self.high,
                               int(spec.get("bridge_Ta", 0)))
         self.actor = build_actor(spec["bridge"], spec["obs_dim"], spec["da"], spec["hidden"],
-                                 spec["residual_scale"], spec["init_log_std"])
+                                 spec["residual_scale"], spec["init_log_std"], spec.get("max_log_std"))
         self.pol = SACActorPolicy(self.actor, layout, self.low, self.high, base, deterministic=False,
                                   env_id=spec["env_id"], env_kwargs=spec["env_kwargs"])
         self.rng = np.random.default_rng([int(spec["seed"]), index])
