@@ -68,7 +68,7 @@ def test_metaworld_obs_layout_and_goal_randomisation():
     from robolearn_envs.suites.metaworld_env import flat_obs
 
     env = make("metaworld/pick-place-v3")
-    raw = env.unwrapped
+    raw = env.unwrapped.env  # Meta-World's SawyerXYZEnv under the adapter
     obs, _ = env.reset(seed=0)
     np.testing.assert_allclose(flat_obs(obs), raw._get_obs()[:18].tolist() + obs_prev(obs) + list(raw._target_pos),
                                atol=1e-5)
@@ -92,11 +92,11 @@ def test_metaworld_scripted_policy_succeeds():
 @need_hil
 def test_panda_pick_expert_succeeds_on_random_cubes():
     import gymnasium as gym
-    from robolearn_envs.suites.gym_hil_env import GymHilAdapter, PandaPickExpert
+    from robolearn_envs.suites.gym_hil_env import PandaPickExpert, wrap
 
     env = make(HIL_ID)
     assert rollout(env, 0)["is_success"]
-    rnd = GymHilAdapter(gym.make(HIL_ID), random_block_position=True)
+    rnd = wrap(gym.make(HIL_ID), random_block_position=True)
     starts = {tuple(rnd.reset(seed=s)[0]["block_pos"][:2].round(4)) for s in range(3)}
     assert len(starts) == 3
     assert all(rollout(rnd, s, PandaPickExpert(rnd))["is_success"] for s in range(5))

@@ -91,22 +91,16 @@ def adapt(env, env_id: str):
     if str(env_id).startswith("gym_hil/"):
         if env_id not in GYM_HIL_IDS:
             raise ValueError(f"env={env_id!r}: robolearn adapts the state-observation base ids {list(GYM_HIL_IDS)}")
-        from robolearn_envs.suites.gym_hil_env import GymHilAdapter
+        from robolearn_envs.suites.gym_hil_env import wrap
 
-        return GymHilAdapter(env)
+        return wrap(env)
     return env
 
 
 def find_adapter(env):
-    """The suite adapter in a wrapper chain, or None."""
-    import gymnasium as gym
-
-    e = env
-    while isinstance(e, gym.Wrapper):
-        if getattr(e, "is_suite_adapter", False):
-            return e
-        e = e.env
-    return None
+    """The suite adapter under a wrapper chain (it is the unwrapped env), or None."""
+    u = getattr(env, "unwrapped", None)
+    return u if getattr(u, "is_suite_adapter", False) else None
 
 
 def make_expert(env, noise: float = 0.0, seed: int | None = None):

@@ -43,15 +43,20 @@ EE_STEP = 0.025  # gym_hil.wrappers.hil_wrappers.DEFAULT_EE_STEP_SIZE
 OBS_KEYS = (("qpos", 7), ("qvel", 7), ("gripper", 1), ("tcp_pos", 3), ("block_pos", 3))
 
 
-class GymHilAdapter(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """A gym-hil Panda env (state observations) with robolearn's conventions (see the module docstring)."""
+class GymHilAdapter(gym.Env):
+    """A gym-hil Panda env (state observations) with robolearn's conventions (see the module docstring). The
+    adapter is the unwrapped env (it holds gym-hil's env as ``self.env``): ``env.unwrapped.set_state`` /
+    ``.step`` are ours, as robolearn's DAgger scratch rollouts expect. ``wrap(gym.make(id))`` builds the
+    stack robolearn's make_env returns."""
 
     is_suite_adapter = True
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, env: gym.Env, random_block_position: bool | None = None):
-        gym.utils.RecordConstructorArgs.__init__(self, random_block_position=random_block_position)
-        gym.Wrapper.__init__(self, env)
-        u = env.unwrapped
+        self.env = env = env.unwrapped
+        self.render_mode = "rgb_array"
+        self.spec = env.spec
+        u = env
         self._u = u
         self.is_pick = hasattr(u, "_z_success") or type(u).__name__ == "PandaPickCubeGymEnv"
         if random_block_position is None:
@@ -66,7 +71,6 @@ class GymHilAdapter(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._rng = np.random.default_rng()
         self._state = np.zeros(mujoco.mj_stateSize(u.model, STATE_SPEC))
         self._raw = np.zeros(7)
-        self.metadata = {**env.metadata, "render_modes": ["rgb_array"]}
 
     @property
     def dt(self) -> float:
@@ -86,6 +90,7 @@ class GymHilAdapter(gym.Wrapper, gym.utils.RecordConstructorArgs):
         }
 
     def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         self.env.reset(seed=seed, options=options)
@@ -122,6 +127,9 @@ class GymHilAdapter(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def render(self):
         frames = self._u.render()  # gym-hil renders [front, wrist]
         return frames[0] if isinstance(frames, list | tuple) else frames
+
+    def close(self):
+        self._u.close()
 
     def get_state(self) -> np.ndarray:
         u = self._u
@@ -170,6 +178,8 @@ class PandaPickExpert:
         return a
 
     def act(self, obs) -> np.ndarray:
+        if obs is None:  # DAgger's scratch rollouts: read the env's current state
+            obs = self.ad._obs()
         tcp = np.asarray(obs["tcp_pos"], np.float64)
         cube = np.asarray(obs["block_pos"], np.float64)
         grip = float(obs["gripper"][0])
@@ -193,10 +203,18 @@ class PandaPickExpert:
         return np.clip(a, -1.0, 1.0).astype(np.float32)
 
 
+def wrap(env: gym.Env, max_episode_steps: int | None = None, **kw) -> gym.Env:
+    """``gym.make(gym_hil id)`` -> TimeLimit(OrderEnforcing(GymHilAdapter)) with the same spec and limit."""
+    from gymnasium.wrappers import OrderEnforcing, TimeLimit
+
+    steps = max_episode_steps or (env.spec.max_episode_steps if env.spec is not None else None) or 100
+    ad = GymHilAdapter(env, **kw)
+    if env.spec is not None:
+        ad.spec = env.spec
+    return TimeLimit(OrderEnforcing(ad), steps)
+
+
 def find_gym_hil(env) -> GymHilAdapter:
-    e = env
-    while isinstance(e, gym.Wrapper):
-        if isinstance(e, GymHilAdapter):
-            return e
-        e = e.env
+    if isinstance(env.unwrapped, GymHilAdapter):
+        return env.unwrapped
     raise ValueError(f"{env} is not a gym_hil/... env adapted by robolearn")

@@ -66,15 +66,20 @@ def flat_obs(obs: dict) -> np.ndarray:
     return np.concatenate([np.asarray(obs[k], np.float64).reshape(-1) for k, _ in OBS_KEYS])
 
 
-class MetaWorldAdapter(gym.Wrapper):
-    """A Meta-World ``SawyerXYZEnv`` with robolearn's conventions (see the module docstring)."""
+class MetaWorldAdapter(gym.Env):
+    """A Meta-World ``SawyerXYZEnv`` with robolearn's conventions (see the module docstring). The adapter is the
+    unwrapped env (it holds Meta-World's simulator as ``self.env``), so ``env.unwrapped.set_state`` /
+    ``.step`` are ours, as robolearn's DAgger scratch rollouts expect."""
 
     is_suite_adapter = True
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
 
     def __init__(self, env, task: str, tasks: list, goals: str = "sampled"):
         if goals not in ("sampled", "mt1"):
             raise ValueError(f"goals={goals!r}; valid: 'sampled', 'mt1'")
-        super().__init__(env)
+        self.env = env
+        self.render_mode = getattr(env, "render_mode", None)
+        self._obs_cache: dict | None = None
         self.task, self.goals, self._tasks = task, goals, list(tasks)
         mw = env.unwrapped
         mw.set_task(self._tasks[0])  # task kwargs (and the MT1 rand vec, replaced per reset below)
@@ -87,13 +92,13 @@ class MetaWorldAdapter(gym.Wrapper):
         self.action_space = spaces.Box(a.low.astype(np.float32), a.high.astype(np.float32), a.shape, np.float32)
         self._prev = np.zeros(18)
         self._state = np.zeros(mujoco.mj_stateSize(mw.model, STATE_SPEC))
-        self.metadata = {**getattr(env, "metadata", {}), "render_modes": ["rgb_array"]}
 
     @property
     def dt(self) -> float:
         return float(self._mw.dt)
 
     def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         mw = self._mw
@@ -105,7 +110,8 @@ class MetaWorldAdapter(gym.Wrapper):
             mw.np_random = np.random.default_rng(int(self._rng.integers(1 << 63)))
         flat, info = mw.reset()
         self._prev = np.array(flat[18:36], np.float64)
-        return split_obs(flat), dict(info)
+        self._obs_cache = split_obs(flat)
+        return self._obs_cache, dict(info)
 
     def step(self, action):
         a = np.clip(np.asarray(action, np.float64), -1.0, 1.0)
@@ -114,10 +120,18 @@ class MetaWorldAdapter(gym.Wrapper):
         info = dict(info)
         success = bool(info.get("success", 0.0))
         info["is_success"] = success
-        return split_obs(flat), float(r), success, False, info
+        self._obs_cache = split_obs(flat)
+        return self._obs_cache, float(r), success, False, info
 
     def render(self):
         return self._mw.render()
+
+    def close(self):
+        self._mw.close()
+
+    def current_obs(self) -> dict:
+        """The latest observation (after reset, step or set_state)."""
+        return self._obs_cache
 
     # ----------------------------------------------------------------------------- state save / restore
     def get_state(self) -> np.ndarray:
@@ -142,7 +156,8 @@ class MetaWorldAdapter(gym.Wrapper):
         mw._prev_obs = cur
         goal = np.zeros(3) if mw._partially_observable else mw._get_pos_goal()
         box = mw.sawyer_observation_space
-        return split_obs(np.clip(np.concatenate([cur, self._prev, goal]), box.low, box.high))
+        self._obs_cache = split_obs(np.clip(np.concatenate([cur, self._prev, goal]), box.low, box.high))
+        return self._obs_cache
 
 
 def make_metaworld(task: str, goals: str = "sampled", mt1_seed: int = 0, render_mode: str | None = None, **kw):
@@ -160,14 +175,14 @@ def make_metaworld(task: str, goals: str = "sampled", mt1_seed: int = 0, render_
 
 class MetaWorldExpert:
     """Meta-World's scripted policy for the task (``metaworld.policies.<Task>V3Policy``), closed loop from the
-    observation (the 39-D vector rebuilt from our dict)."""
+    observation (the 39-D vector rebuilt from our dict; ``act(None)`` reads the env's latest observation)."""
 
     mode = None
 
     def __init__(self, env, noise: float = 0.0, seed: int | None = None):
         from metaworld.policies import ENV_POLICY_MAP
 
-        ad = find_metaworld(env)
+        self.ad = ad = find_metaworld(env)
         self.policy = ENV_POLICY_MAP[ad.task]()
         self.noise = float(noise)
         self.rng = np.random.default_rng(seed)
@@ -177,6 +192,8 @@ class MetaWorldExpert:
             self.rng = np.random.default_rng(seed)
 
     def act(self, obs) -> np.ndarray:
+        if obs is None:
+            obs = self.ad.current_obs()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Constant(s) may be too high": saturating by design
             a = np.asarray(self.policy.get_action(flat_obs(obs)), np.float64)
@@ -186,9 +203,6 @@ class MetaWorldExpert:
 
 
 def find_metaworld(env) -> MetaWorldAdapter:
-    e = env
-    while isinstance(e, gym.Wrapper):
-        if isinstance(e, MetaWorldAdapter):
-            return e
-        e = e.env
+    if isinstance(env.unwrapped, MetaWorldAdapter):
+        return env.unwrapped
     raise ValueError(f"{env} is not a metaworld/... env")
