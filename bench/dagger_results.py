@@ -1,12 +1,17 @@
-"""Success rate vs expert-labelled steps: plain BC (more demos) vs DAgger vs interventions vs auto.
+"""Success rate vs expert-labelled steps: plain BC (more demos) vs DAgger vs HG-DAgger (and auto).
 
-    .venv/bin/python bench/dagger_results.py --task peginsert --head gmm --seeds 0 1 2
+    OMP_NUM_THREADS=1 .venv/bin/python bench/dagger_results.py --task peginsert --head flow --seeds 0 \
+        --bc-demos 3 6 12 --rounds 2 --episodes 5 --steps 1000 --eval-episodes 50 \
+        --json bench/results/dagger_peginsert.json
 
-For each training seed: BC on the first n demos of datasets/<task>.hdf5 for n in --bc-demos (labels = their
-steps); DAgger (mode=expert), intervention-DAgger (mode=intervention, scripted human) and mode=auto, each
-starting from the BC policy trained on the smallest demo set, `--rounds` rounds of `--episodes` episodes.
-Every point is evaluated on the same --eval-episodes env seeds. Writes runs/dagger_results/results.json,
-a Markdown table and success_vs_labels.png.
+For each training seed: BC on the first n demos of --data (default datasets/<task>.hdf5; recorded with the
+scripted expert on demo seeds 10_000_000.. into the run folder when missing) for n in --bc-demos (labels =
+their steps); DAgger (mode=expert, chunk_labels=--chunk-labels: the expert's own Tp-step plan from each
+saved state), HG-DAgger (mode=intervention, scripted human, trained on takeovers + demos) and, if asked,
+mode=auto, each starting from the BC policy trained on the smallest demo set, `--rounds` rounds of
+`--episodes` episodes. Retrains keep the initial BC normaliser. Every point is evaluated on the same held-out
+env seeds 0..--eval-episodes-1 (the evaluation range; demos and DAgger rollouts draw from their own disjoint
+ranges, checked here). Writes <out>/<task>/results.json, a Markdown table, success_vs_labels.png and --json.
 """
 
 from __future__ import annotations
@@ -56,16 +61,31 @@ def main():
     ap.add_argument("--episodes", type=int, default=5)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--eval-episodes", type=int, default=50)
-    ap.add_argument("--modes", nargs="+", default=["expert", "intervention", "auto"])
+    ap.add_argument("--modes", nargs="+", default=["expert", "intervention"])
+    ap.add_argument("--chunk-labels", default="rollout", choices=["rollout", "visited"])
+    ap.add_argument("--data", default=None, help="demo store (default datasets/<task>.hdf5)")
     ap.add_argument("--out", default="runs/dagger_results")
+    ap.add_argument("--json", default=None, help="also write the results (+ args) here, e.g. bench/results/...")
     a = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(a.out) / a.task
     out.mkdir(parents=True, exist_ok=True)
     res_path = out / "results.json"
     res = json.loads(res_path.read_text()) if res_path.exists() else {}
-    src = Path("datasets") / f"{a.task}.hdf5"
     env = ENV[a.task]
+    src = Path(a.data or Path("datasets") / f"{a.task}.hdf5")
+    if not src.exists():
+        from robolearn.config import RecordConfig
+        from robolearn.recording import record
+
+        src = out / "demos_all.hdf5"
+        if not src.exists():
+            record(RecordConfig(env=env, episodes=max(a.bc_demos), seed=10_000_000, out=str(src)))
+    from robolearn.seeds import DEMO_RANGE, EVAL_RANGE
+
+    demo_seeds = [int(x.get("seed", -1)) for x in read_info(src).episode_attrs.values()]
+    assert all(s in DEMO_RANGE for s in demo_seeds), "demos must come from the demo seed range"
+    assert a.eval_episodes <= len(EVAL_RANGE)  # eval: env seeds 0..eval_episodes-1
 
     def loop_cfg(seed):
         return TrainLoopConfig(steps=a.steps, batch_size=128, seed=seed, eval_episodes=0, val_every=0)
@@ -94,23 +114,32 @@ def main():
             r = run_dagger(DaggerConfig(policy=str(out / f"bc_{n0}_s{seed}/checkpoints/last.pt"),
                                         data=str(out / f"demos_{n0}.hdf5"), out=str(out / f"{mode}_s{seed}"),
                                         mode=mode, rounds=a.rounds, episodes_per_round=a.episodes,
-                                        eval_episodes=a.eval_episodes, seed=seed, train=loop_cfg(seed)))
-            res[key] = {"method": mode, "history": [{"labels": h["labels"], "success_rate": h["success_rate"]}
+                                        eval_episodes=a.eval_episodes, seed=seed, train=loop_cfg(seed),
+                                        chunk_labels=a.chunk_labels))
+            res[key] = {"method": mode, "history": [{k: h.get(k) for k in ("labels", "success_rate", "steps",
+                                                                          "rollout_success", "hopeless_dropped")}
                                                     for h in r["history"]]}
             res_path.write_text(json.dumps(res, indent=2))
             print(key, res[key], flush=True)
-    report(res, a, out)
+    table = report(res, a, out)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"args": vars(a), "heldout": True, "eval_env_seeds": [0, a.eval_episodes - 1],
+                                            "demo_seeds": [min(demo_seeds), max(demo_seeds)], "table": table,
+                                            "results": res}, indent=2))
 
 
-def report(res, a, out):
+def report(res, a, out) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    print(f"\n{a.task}, head {a.head}: success rate (median over seeds {a.seeds}) vs expert-labelled steps\n")
-    print("| method | expert labels (median) | success (median [min-max]) |\n|---|---:|---|")
+    lines = []
+    say = lines.append  # the table is printed and returned
+    say(f"\n{a.task}, head {a.head}: success rate (median over seeds {a.seeds}) vs expert-labelled steps\n")
+    say("| method | expert labels (median) | success (median [min-max]) |\n|---|---:|---|")
     xs, ys = [], []
     for n in a.bc_demos:
         rows = [res[f"bc/{n}/{s}"] for s in a.seeds if f"bc/{n}/{s}" in res]
@@ -118,7 +147,7 @@ def report(res, a, out):
             lab, sr = np.median([r["labels"] for r in rows]), [r["success_rate"] for r in rows]
             xs.append(lab)
             ys.append(np.median(sr))
-            print(f"| BC, {n} demos | {lab:.0f} | {np.median(sr):.0%} [{min(sr):.0%}-{max(sr):.0%}] |")
+            say(f"| BC, {n} demos | {lab:.0f} | {np.median(sr):.0%} [{min(sr):.0%}-{max(sr):.0%}] |")
     ax.plot(xs, ys, marker="o", label="BC (more demos)")
     for mode in a.modes:
         hs = [res[f"{mode}/{s}"]["history"] for s in a.seeds if f"{mode}/{s}" in res]
@@ -128,8 +157,9 @@ def report(res, a, out):
         lab = [np.median([h[i]["labels"] for h in hs]) for i in range(k)]
         sr = [[h[i]["success_rate"] for h in hs] for i in range(k)]
         ax.plot(lab, [np.median(s) for s in sr], marker="o", label=f"DAgger mode={mode}")
+        say(f"| {mode}, round 0 (= BC, {a.bc_demos[0]} demos) | {lab[0]:.0f} | {np.median(sr[0]):.0%} |")
         for i in range(1, k):
-            print(f"| {mode}, round {i} | {lab[i]:.0f} | {np.median(sr[i]):.0%} [{min(sr[i]):.0%}-{max(sr[i]):.0%}] |")
+            say(f"| {mode}, round {i} | {lab[i]:.0f} | {np.median(sr[i]):.0%} [{min(sr[i]):.0%}-{max(sr[i]):.0%}] |")
     ax.set_xlabel("expert-labelled steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
@@ -138,7 +168,10 @@ def report(res, a, out):
     ax.set_title(f"{a.task}: {a.head} head, {a.eval_episodes} eval episodes, median of {len(a.seeds)} seeds")
     fig.tight_layout()
     fig.savefig(out / "success_vs_labels.png", dpi=120)
-    print(f"\nplot: {out / 'success_vs_labels.png'}")
+    say(f"\nplot: {out / 'success_vs_labels.png'}")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
 
 
 if __name__ == "__main__":
