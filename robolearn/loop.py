@@ -67,7 +67,12 @@ class LoopConfig:
     policy: str = opt("gmm", "BC head: mse | gmm | tokenized | diffusion | flow")
     out: str = opt("runs/loop", "report folder")
     demos: str | None = opt(None, "use this demo file instead of recording")
-    demo_episodes: int = opt(30, "scripted demos to record")
+    demo_episodes: int = opt(30, "demos to record")
+    expert: str = opt(
+        "scripted",
+        "the demonstrator (demos, DAgger labels, the reference row): scripted (the task's expert) | a checkpoint "
+        "(.pt) of a trained agent, e.g. a SAC agent on Hopper-v5 (robolearn record expert=<checkpoint>)",
+    )
     stages: list[str] = opt(list(STAGES), f"which stages run, in order: subset of {STAGES}")
     seed: int = opt(0, "seed for recording and training")
     eval_episodes: int = opt(50, "evaluation episodes per stage (same seeds for every stage)")
@@ -85,6 +90,8 @@ class LoopConfig:
         from robolearn.policies import HEADS
 
         env_id("env", self.env)
+        if self.expert != "scripted" and not Path(self.expert).is_file():
+            raise ConfigError(f"expert={self.expert!r}: no such checkpoint file; expert=scripted or a .pt file")
         self.bc.check("bc.")
         positive("eval_workers", self.eval_workers)
         positive("videos", self.videos, zero_ok=True)
@@ -186,7 +193,9 @@ def stage_demos(cfg: LoopConfig, out: Path) -> Path:
                     episodes=cfg.demo_episodes - have,
                     out=str(demos),
                     seed=demo_seed(cfg.seed, have),  # the demo range: disjoint from the stages' eval seeds
-                    success_only=True,
+                    expert=cfg.expert,
+                    # a trained agent on a task without success (locomotion): every episode is a demo
+                    success_only=cfg.expert == "scripted",
                 )
             ),
             "demos",
@@ -349,11 +358,12 @@ def write_report(cfg: LoopConfig, out: Path, rows: list[tuple[str, dict]], exper
         "|---|---|---|---|---|",
     ]
     base = rows[0][1] if rows else None
-    for name, r in ([("scripted expert", expert)] if expert else []) + rows:
+    ref = "scripted expert" if cfg.expert == "scripted" else "demonstrator (checkpoint)"
+    for name, r in ([(ref, expert)] if expert else []) + rows:
         ci = r.get("success_ci") or [float("nan")] * 2
         ct = r.get("cycle_time_steps")
         rel = ""
-        if base is not None and name != rows[0][0] and name != "scripted expert":
+        if base is not None and name != rows[0][0] and name != ref:
             d = r["success_rate"] - base["success_rate"]
             rel = f"{d:+.0%} success"
             if ct and base.get("cycle_time_steps"):
@@ -448,13 +458,14 @@ def _expert_row(cfg: LoopConfig, out: Path) -> dict | None:
     st = Stage(
         out,
         "eval_expert",
-        {"policy": "scripted", "episodes": cfg.eval_episodes, "seeds": [0], "env": cfg.env},
+        {"policy": cfg.expert if cfg.expert == "scripted" else file_digest(Path(cfg.expert)),
+         "episodes": cfg.eval_episodes, "seeds": [0], "env": cfg.env},
     )
     if st.begin():
         return json.loads((st.dir / "results.json").read_text())
     res = evaluate(
         EvalConfig(
-            policy="scripted", env=cfg.env, episodes=cfg.eval_episodes, seeds=[0], out=str(st.dir), videos=0
+            policy=cfg.expert, env=cfg.env, episodes=cfg.eval_episodes, seeds=[0], out=str(st.dir), videos=0
         ),
         show=False,
     )

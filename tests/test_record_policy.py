@@ -78,3 +78,19 @@ def test_record_expert_checkpoint_errors(tmp_path, capsys):
     assert rc == 2 and "expert=" in capsys.readouterr().err
     with pytest.raises(ValueError, match="scripted"):
         make_expert(gym.make("Hopper-v5"), "bogus")
+
+
+def test_loop_on_locomotion_with_a_checkpoint_demonstrator(tmp_path):
+    """The whole loop on Hopper-v5 with a trained agent as the demonstrator (tiny budgets: plumbing only)."""
+    from robolearn.loop import LoopConfig, LoopSACConfig, run_loop
+
+    finetune(FinetuneConfig(env="Hopper-v5", bridge="none", out=str(tmp_path / "sac"), steps=150,
+                            learning_starts=50, eval_every=0, eval_episodes=1, batch_size=32))
+    ck = tmp_path / "sac" / "checkpoints" / "last.pt"
+    res = run_loop(LoopConfig(env="Hopper-v5", expert=str(ck), policy="mse", out=str(tmp_path / "L"),
+                              demo_episodes=2, stages=["bc", "sac"], eval_episodes=2, videos=0, To=1, Tp=1, Ta=1,
+                              bc=TrainLoopConfig(steps=20, batch_size=16, val_every=0, eval_episodes=0),
+                              sac=LoopSACConfig(steps=120, eval_every=0, critic_warmup=10, reward_type="dense")))
+    assert [r[0] for r in res["rows"]] == ["bc", "sac"]
+    assert {src for src, _, _ in _episodes(tmp_path / "L" / "demos.hdf5")} == {"policy"}
+    assert "demonstrator (checkpoint)" in (tmp_path / "L" / "report.md").read_text()
