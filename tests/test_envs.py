@@ -168,6 +168,7 @@ def test_reach_around_modes_and_midpoint_collides():
     expert = robolearn_envs.make_expert(env, seed=0)
     modes = []
     for s in range(100):
+        env.reset(seed=s)  # the side is a function of the reset state (no hidden expert state)
         expert.reset(seed=s)
         modes.append(expert.mode)
     assert set(modes) == {"left", "right"}

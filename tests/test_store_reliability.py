@@ -454,7 +454,7 @@ def test_appends_do_not_copy_the_store_each_time(tmp_path, monkeypatch):
     close_(w)
     copies = []
     real = shutil.copyfile
-    monkeypatch.setattr(store.shutil, "copyfile", lambda a, b, **kw: copies.append(a) or real(a, b, **kw))
+    monkeypatch.setattr(shutil, "copyfile", lambda a, b, **kw: copies.append(a) or real(a, b, **kw))
     w = new_writer(p)
     for i in range(60):
         w.append(make_episode(seed=1000 + i))
