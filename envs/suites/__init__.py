@@ -15,6 +15,7 @@ Every adapter gives Dict observations of named float32 low-dim keys, a float32 B
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 # Meta-World 3.1.1's v3 tasks (metaworld.env_dict.ALL_V3_ENVIRONMENTS; tests check the two agree). Listed here
 # so that registering the ids does not import Meta-World (0.5 s) on every robolearn start.
@@ -33,6 +34,8 @@ MT10_TASKS = (
     "peg-insert-side", "window-open", "window-close",
 )  # fmt: skip
 METAWORLD_IDS = tuple(f"metaworld/{t}-v3" for t in METAWORLD_TASKS)
+log = logging.getLogger(__name__)
+
 GYM_HIL_IDS = ("gym_hil/PandaPickCubeBase-v0", "gym_hil/PandaArrangeBoxesBase-v0")
 PREFIXES = ("metaworld/", "gym_hil/")
 EXTRA_HINT = "install the optional extra: pip install -c constraints.txt -e '.[suites]'"
@@ -47,9 +50,16 @@ def is_suite_id(env_id: str) -> bool:
 
 
 def register_all() -> None:
-    """Register ``metaworld/<task>-v3`` (when Meta-World is installed). Idempotent."""
+    """Register ``metaworld/<task>-v3`` (when Meta-World is installed) and gym-hil's own ids (when gym-hil is
+    installed: importing it registers them, ~0.2 s), so `gym.registry` lists every suite id after
+    `import robolearn`. Idempotent."""
     import gymnasium as gym
 
+    if available("gym_hil") and GYM_HIL_IDS[0] not in gym.registry:
+        try:
+            import gym_hil  # noqa: F401
+        except Exception as e:  # noqa: BLE001 - a broken optional extra must not break `import robolearn`
+            log.warning("gym-hil is installed but does not import (%s); gym_hil/... ids unavailable", e)
     if not available("metaworld"):
         return
     from robolearn_envs.suites.metaworld_env import MAX_EPISODE_STEPS
