@@ -43,10 +43,7 @@ def subset(src: Path, n: int, dst: Path) -> int:
     w = EpisodeWriter(dst, info.env_id, info.env_kwargs)
     steps = 0
     for _, e in iter_episodes(src, info.demos[:n]):
-        a = e["attrs"]
-        w.append(Episode(obs=e["obs"], next_obs=e["next_obs"], actions=e["actions"], rewards=e["rewards"],
-                         dones=e["dones"], states=e.get("states"), source=a["source"], success=bool(a["success"]),
-                         seed=int(a["seed"])))
+        w.append(Episode.from_stored(e))
         steps += len(e["actions"])
     return steps
 

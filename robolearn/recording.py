@@ -17,13 +17,9 @@ import numpy as np
 from robolearn.data.store import EpisodeBuilder, EpisodeWriter
 from robolearn.envutil import env_dt, get_state, make_env
 from robolearn.errors import UserError
-from robolearn.signals import interruptible, stop_point  # noqa: F401  (stop_point re-exported)
+from robolearn.signals import interruptible, stop_point
 
 log = logging.getLogger(__name__)
-
-
-# kept here for the callers that import them from robolearn.recording
-sigterm_as_interrupt = interruptible
 
 
 def make_expert(
@@ -171,7 +167,7 @@ def record(cfg) -> dict:
 
     bar = tqdm(total=cfg.episodes, desc=f"record {cfg.env}", unit="ep")
     try:
-        with sigterm_as_interrupt(deferred=True):  # signals only set a flag here: close() runs undisturbed
+        with interruptible(deferred=True):  # signals only set a flag here: close() runs undisturbed
             try:
                 while kept < cfg.episodes:
                     seed = cfg.seed + attempts

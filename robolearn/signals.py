@@ -36,11 +36,6 @@ def exit_code(exc: BaseException | None = None, signum: int | None = None) -> in
     return 128 + int(s)
 
 
-def pending() -> int | None:
-    """The signal number of a deferred stop that has not been raised yet (None if none)."""
-    return _STATE["requested"]
-
-
 @contextmanager
 def interruptible(deferred: bool = False):
     """Within the block SIGTERM and SIGINT end the work like Ctrl-C (raise `Interrupted`).

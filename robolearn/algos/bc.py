@@ -185,12 +185,9 @@ class CheckpointWriteError(OSError):
 
 def _clean_stale_tmp(path: Path) -> None:
     """Remove temp files of checkpoint writes whose process is gone (a kill during torch.save)."""
-    from robolearn.data.store import _pid_alive
+    from robolearn.data.episodes import remove_stale_tmp
 
-    for p in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or (int(pid) != os.getpid() and not _pid_alive(int(pid))):
-            p.unlink(missing_ok=True)
+    remove_stale_tmp(path)
 
 
 def atomic_save(obj: dict, path: Path) -> None:

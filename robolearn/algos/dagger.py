@@ -354,26 +354,6 @@ def _aggregate_chunk_labels(agg: Path, out: Path) -> None:
     tmp.replace(chunk_labels_path(agg))
 
 
-def _episode_from_store(ep: dict) -> Episode:
-    attrs = dict(ep["attrs"])
-    core = {k: attrs.pop(k) for k in ("source", "success", "seed") if k in attrs}
-    attrs.pop("num_samples", None)
-    return Episode(
-        obs=ep["obs"],
-        next_obs=ep["next_obs"],
-        actions=ep["actions"],
-        rewards=ep["rewards"],
-        dones=ep["dones"],
-        states=ep.get("states"),
-        interventions=ep.get("interventions"),
-        policy_actions=ep.get("policy_actions"),
-        source=str(core.get("source", "dagger")),
-        success=bool(core.get("success", False)),
-        seed=int(core.get("seed", -1)),
-        attrs=attrs,
-    )
-
-
 def _aggregate_round(agg: Path, round_file: Path, rnd: int, env_id: str, env_kwargs: dict, env) -> None:
     """Append round `rnd`'s episodes to the aggregate, skipping any already there (a rerun after a kill
     between appending and saving the state must not duplicate them)."""
@@ -385,7 +365,7 @@ def _aggregate_round(agg: Path, round_file: Path, rnd: int, env_id: str, env_kwa
     w = EpisodeWriter(agg, env_id, env_kwargs, env.observation_space, env.action_space)
     try:
         for _, e in todo:
-            w.append(_episode_from_store(e))
+            w.append(Episode.from_stored(e, default_source="dagger"))
     finally:
         if hasattr(w, "close"):
             w.close()

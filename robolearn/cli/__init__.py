@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         if msg is None or debug:
             raise
         err_console.print(f"robolearn {cmd}: {msg}", markup=False, highlight=False)
-        return 2 if isinstance(e, (UserError, ValueError)) else 1
+        return 2 if isinstance(e, (UserError, ValueError, FloatingPointError)) else 1
 
 
 def user_message(e: BaseException) -> str | None:

@@ -105,7 +105,6 @@ def cmd_dagger(args: list[str]) -> int:
 def cmd_finetune(args: list[str]) -> int:
     from robolearn.algos.finetune import GAUSSIAN_HEADS, FinetuneConfig, finetune
     from robolearn.cli import _config_help, _summary_table
-    from robolearn.config import ConfigError
 
     if any(a in ("-h", "--help") for a in args):
         print(_config_help("finetune", FinetuneConfig))
@@ -116,10 +115,7 @@ def cmd_finetune(args: list[str]) -> int:
     from robolearn.cli import compose
 
     cfg = compose("finetune", args)
-    try:
-        summary = finetune(cfg)
-    except (ConfigError, FloatingPointError) as e:
-        raise UserError(str(e)) from None
+    summary = finetune(cfg)  # ConfigError / FloatingPointError: main() prints the message, exit 2
     _summary_table(f"finetune {cfg.bridge}", summary)
     from robolearn.signals import exit_code
 
@@ -142,13 +138,9 @@ def cmd_eval(args: list[str]) -> int:
     from robolearn.cli import compose
 
     cfg = compose("eval", args)
-    from robolearn.eval.runner import EvalError, evaluate
-    from robolearn.policies.checkpoint import CheckpointError
+    from robolearn.eval.runner import evaluate
 
-    try:
-        evaluate(cfg)
-    except (EvalError, CheckpointError) as e:
-        raise UserError(str(e)) from None
+    evaluate(cfg)  # EvalError / CheckpointError: main() prints the message, exit 2
     return 0
 
 

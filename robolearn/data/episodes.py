@@ -58,6 +58,27 @@ class Episode:
     def __len__(self) -> int:
         return int(self.actions.shape[0])
 
+    @classmethod
+    def from_stored(cls, ep: dict, default_source: str = "scripted") -> Episode:
+        """An episode as `iter_episodes` yields it (arrays + attrs) -> Episode, to append it to another store."""
+        attrs = dict(ep["attrs"])
+        core = {k: attrs.pop(k) for k in ("source", "success", "seed") if k in attrs}
+        attrs.pop("num_samples", None)
+        return cls(
+            obs=ep["obs"],
+            next_obs=ep["next_obs"],
+            actions=ep["actions"],
+            rewards=ep["rewards"],
+            dones=ep["dones"],
+            states=ep.get("states"),
+            interventions=ep.get("interventions"),
+            policy_actions=ep.get("policy_actions"),
+            source=str(core.get("source", default_source)),
+            success=bool(core.get("success", False)),
+            seed=int(core.get("seed", -1)),
+            attrs=attrs,
+        )
+
 
 class EpisodeBuilder:
     """Accumulates one episode step by step; `finish()` returns an `Episode` of stacked arrays."""
@@ -293,3 +314,13 @@ def _open_raw(p: Path, mode: str = "r") -> h5py.File:
             f"{p}: not a readable HDF5 file (truncated or corrupt: {str(e).splitlines()[0][:120]}). "
             "Fix: re-record it, or restore it from a copy; robolearn's writer never leaves such a file behind"
         ) from None
+
+
+def remove_stale_tmp(path: str | os.PathLike) -> None:
+    """Remove `.<name>.tmp-<pid>` files beside `path` whose writing process is gone (killed mid-write); a
+    live process's temp file (this one's included) is left alone."""
+    path = Path(path)
+    for p in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            p.unlink(missing_ok=True)

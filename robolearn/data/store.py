@@ -83,6 +83,7 @@ from robolearn.data.episodes import (  # noqa: F401  # noqa: E402,F401
     _pid_alive,
     _signals_deferred,
     check_episode,
+    remove_stale_tmp,
     space_spec,
 )
 from robolearn.data.journal import (  # noqa: F401
@@ -205,10 +206,7 @@ class EpisodeWriter:
         self._locks.append(lk)
 
     def _clean_stale_tmp(self) -> None:  # temp files of robolearn versions that copied the store per append
-        for p in self.path.parent.glob(f".{self.path.name}.tmp-*"):
-            pid = p.name.rsplit("-", 1)[-1]
-            if not pid.isdigit() or not _pid_alive(int(pid)):
-                p.unlink(missing_ok=True)
+        remove_stale_tmp(self.path)
 
     def _discard_old_partial(self) -> None:
         p = self.partial

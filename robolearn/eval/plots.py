@@ -140,6 +140,12 @@ def plot_runs(
         ax.set_xlabel("env steps" if x == "env_steps" else "step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def _save(fig, out: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -216,9 +222,4 @@ def plot_loop_summary(
         ax.set_title("SAC fine-tuning: success rate")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)

@@ -20,7 +20,7 @@ import numpy as np
 
 from robolearn.data.store import EpisodeBuilder, EpisodeWriter
 from robolearn.envutil import env_dt, get_state, make_env
-from robolearn.recording import sigterm_as_interrupt
+from robolearn.signals import interruptible
 from robolearn.teleop.devices import Device, KeyboardDevice, WithKeyboard, make_device
 from robolearn.teleop.window import NO_DISPLAY_MSG, Rate, TeleopWindow, has_display
 
@@ -200,7 +200,7 @@ class RecordingSession:
         self._new_scene()
         rate = Rate(self.dt)
         try:
-            with sigterm_as_interrupt():
+            with interruptible():
                 while self.kept < self.episodes:
                     if not self.step():
                         break
