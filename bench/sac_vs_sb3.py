@@ -125,6 +125,49 @@ def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, eval_episo
     }
 
 
+def gemm_floor_ms(obs_dim: int, act_dim: int, batch: int = 256, hidden: int = 256, critics: int = 2) -> float:
+    """Time of the matrix products one SAC update cannot avoid, run back to back on preallocated tensors.
+
+    Any SAC with these sizes (both implementations here) runs, per update: the actor on s' (no grad), the
+    target critics on (s', a'), the critics on (s, a) forward and backward (weight grads, and input grads of
+    every layer but the first), the actor on s forward and backward, and the critics on (s, pi(s)) forward
+    and backward to the action only. This is their GEMMs alone, with no autograd, allocation, elementwise
+    op or optimiser: a lower bound on the update time on this CPU (fp32, the current thread count).
+    """
+    B, H, o, a, n = batch, hidden, obs_dim, act_dim, critics
+    i = o + a
+    fwd = lambda d_in, d_out: [(B, d_in, d_out)]  # noqa: E731  x (B, in) @ W (in, out)
+    actor_fwd = fwd(o, H) + fwd(H, H) + fwd(H, 2 * a)
+    critic_fwd = (fwd(i, H) + fwd(H, H) + fwd(H, 1)) * n
+    critic_dx = [(B, 1, H), (B, H, H), (B, H, i)] * n  # dX = dY @ W^T per layer
+    critic_dw = [(H, B, 1), (H, B, H), (i, B, H)] * n  # dW = X^T @ dY per layer
+    actor_bwd = [(H, B, 2 * a), (B, 2 * a, H), (H, B, H), (B, H, H), (o, B, H)]
+    shapes = (
+        actor_fwd  # a' ~ pi(s')
+        + critic_fwd  # target critics
+        + critic_fwd
+        + critic_dw
+        + critic_dx[: 2 * n]  # critic loss: no input grad needed at layer 1
+        + actor_fwd
+        + critic_fwd
+        + critic_dx
+        + actor_bwd  # actor loss through the critics into pi
+    )
+    ops = [(torch.randn(m, k), torch.randn(k, nn), torch.empty(m, nn)) for m, k, nn in shapes]
+
+    def run():
+        for x, w, y in ops:
+            torch.mm(x, w, out=y)
+
+    for _ in range(20):
+        run()
+    reps = 200
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        run()
+    return 1e3 * (time.perf_counter() - t0) / reps
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100_000, help="env steps per run (the return budget)")
@@ -139,6 +182,9 @@ def main():
         help="comma-separated subset of ours, ours-bf16 (bf16 matmuls, opt-in), sb3",
     )
     ap.add_argument("--json", default=None, help="also write all per-run results here")
+    ap.add_argument(
+        "--floor", action="store_true", help="also time the update's unavoidable GEMMs (the speed ceiling)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     known = {"ours": run_ours, "ours-bf16": lambda *a: run_ours(*a, bf16=True), "sb3": run_sb3}
@@ -186,9 +232,27 @@ def main():
                 for k in ("env", "update", "other")
             ]
             print(f"| {env_id} | {name} | {' | '.join(cells)} | {1e3 * tot / args.steps:.2f} |")
+    floors = {}
+    if args.floor:
+        print("\nSpeed ceiling: the update's GEMMs alone (bench docstring of gemm_floor_ms), fp32:\n")
+        print("| env | GEMM floor ms/update | SB3 ms/step | best possible ratio (floor + our env/other) |")
+        print("|---|---:|---:|---:|")
+        for env_id, by in results.items():
+            e = gym.make(env_id)
+            od, ad = int(np.prod(e.observation_space.shape)), int(np.prod(e.action_space.shape))
+            floor = gemm_floor_ms(od, ad)
+            sb3_ms = 1e3 / med(by["sb3"], "sps") if "sb3" in by else nan
+            ours = by.get("ours", by.get("ours-bf16"))
+            rest = 1e3 * (med(ours, "env") + med(ours, "other")) / args.steps if ours else 0.0
+            floors[env_id] = {
+                "gemm_floor_ms": floor,
+                "sb3_ms_per_step": sb3_ms,
+                "ceiling": sb3_ms / (floor + rest),
+            }
+            print(f"| {env_id} | {floor:.2f} | {sb3_ms:.2f} | {sb3_ms / (floor + rest):.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=1)
+            json.dump({"args": vars(args), "results": results, "floor": floors}, f, indent=1)
 
 
 if __name__ == "__main__":
