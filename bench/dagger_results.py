@@ -1,15 +1,16 @@
 """Success rate vs expert-labelled steps: plain BC (more demos) vs DAgger vs HG-DAgger (and auto).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/dagger_results.py --task peginsert --head flow --seeds 0 \
-        --bc-demos 3 6 12 --rounds 2 --episodes 5 --steps 1000 --eval-episodes 50 \
-        --json bench/results/dagger_peginsert.json
+    OMP_NUM_THREADS=1 .venv/bin/python bench/dagger_results.py --task peginsert --head mse --seeds 0 1 2 \
+        --bc-demos 6 12 24 --rounds 2 --episodes 4 --steps 2000 --eval-episodes 50 \
+        --out runs/dagger_bench --json bench/results/dagger_peginsert.json
 
 For each training seed: BC on the first n demos of --data (default datasets/<task>.hdf5; recorded with the
 scripted expert on demo seeds 10_000_000.. into the run folder when missing) for n in --bc-demos (labels =
 their steps); DAgger (mode=expert, chunk_labels=--chunk-labels: the expert's own Tp-step plan from each
 saved state), HG-DAgger (mode=intervention, scripted human, trained on takeovers + demos) and, if asked,
 mode=auto, each starting from the BC policy trained on the smallest demo set, `--rounds` rounds of
-`--episodes` episodes. Retrains keep the initial BC normaliser. Every point is evaluated on the same held-out
+`--episodes` episodes, with the DAgger defaults (beta 1 x0.5 per round, the normaliser refitted on the
+aggregate). Every point is evaluated on the same held-out
 env seeds 0..--eval-episodes-1 (the evaluation range; demos and DAgger rollouts draw from their own disjoint
 ranges, checked here). Writes <out>/<task>/results.json, a Markdown table, success_vs_labels.png and --json.
 """
