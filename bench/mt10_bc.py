@@ -104,7 +104,7 @@ def main():
                         continue
                     run = out / task / f"{head}_{n}_s{seed}"
                     t0 = time.perf_counter()
-                    train(
+                    summary = train(
                         TrainConfig(
                             policy=PolicyConfig(head=head, head_cfg=HEADS[head]),
                             data=str(data),
@@ -115,6 +115,10 @@ def main():
                         )
                     )
                     train_s = time.perf_counter() - t0
+                    if summary.get("interrupted"):  # a stopped training is not a result: leave the bench
+                        raise SystemExit(
+                            f"{key}: training interrupted; rerun to resume (finished runs are kept)"
+                        )
                     seeds = [eval_seed(seed, i) for i in range(a.episodes)]
                     assert not set(seeds) & demo_seeds[task]
                     p = load_policy(run / "checkpoints/last.pt")
