@@ -93,12 +93,22 @@ class RecordConfig:
     teleop: str | None = opt(None, "record by hand with a device instead: keyboard | gamepad | spacemouse")
     episodes: int = opt(50, "episodes to keep")
     out: str = opt("datasets/demos.hdf5", "HDF5 store to write (appended to if it exists)")
-    seed: int = opt(10_000_000, "env seed of the first episode; episode i uses seed+i (default: the demo "
-                    "range, disjoint from evaluation's [0, 10000000))")
+    seed: int = opt(
+        10_000_000,
+        "env seed of the first episode; episode i uses seed+i (default: the demo "
+        "range, disjoint from evaluation's [0, 10000000))",
+    )
     noise: float = opt(0.0, "std of Gaussian noise added to the expert's actions (action units)")
     obs_mode: str = opt("state", f"observations to store: {OBS_MODES}")
     reward_type: str = opt("dense", f"reward stored: {REWARD_TYPES}")
-    source: str = opt("scripted", "episode source attribute: scripted | teleop | policy | dagger | intervention")
+    env_kwargs: dict = opt(
+        {},
+        "extra env constructor arguments, stored with the episodes so train/eval/finetune rebuild the same env "
+        "(e.g. +env_kwargs.random_block_position=true for gym_hil/PandaPickCubeBase-v0)",
+    )
+    source: str = opt(
+        "scripted", "episode source attribute: scripted | teleop | policy | dagger | intervention"
+    )
     success_only: bool = opt(False, "keep only successful episodes")
     overwrite: bool = opt(False, "replace the file instead of appending")
     video: bool = opt(False, "also write an mp4 of the first episodes next to out")
@@ -124,6 +134,10 @@ class RecordConfig:
         choice("reward_type", self.reward_type, REWARD_TYPES)
         choice("source", self.source, SOURCES)
         positive("video_episodes", self.video_episodes)
+        self.env_kwargs = dict(self.env_kwargs or {})
+        for k in ("obs_mode", "reward_type"):
+            if k in self.env_kwargs:
+                raise ConfigError(f"env_kwargs.{k} is not valid: set {k}= itself")
         if not self.out:
             raise ConfigError("out is required (e.g. out=datasets/lift.hdf5)")
         positive("seed", self.seed, zero_ok=True)
@@ -135,5 +149,8 @@ class RecordConfig:
             logging.getLogger(__name__).warning(
                 "warning: seed=%d records demos in the evaluation seed range [0, %d); `robolearn eval` will "
                 "refuse the eval seeds that start from these initial states. Fix: leave seed= at its default "
-                "(%d, the demo range)", self.seed, EVAL_RANGE.stop, DEMO_SEED_BASE,
+                "(%d, the demo range)",
+                self.seed,
+                EVAL_RANGE.stop,
+                DEMO_SEED_BASE,
             )

@@ -18,7 +18,11 @@ class DictObs(gym.ObservationWrapper):
         super().__init__(env)
         box = env.observation_space
         self.observation_space = spaces.Dict(
-            {"state": spaces.Box(box.low.astype(np.float32), box.high.astype(np.float32), box.shape, np.float32)}
+            {
+                "state": spaces.Box(
+                    box.low.astype(np.float32), box.high.astype(np.float32), box.shape, np.float32
+                )
+            }
         )
 
     def observation(self, obs):
@@ -29,7 +33,9 @@ def is_robolearn_task(env_id: str) -> bool:
     return env_id.startswith("robolearn/")
 
 
-def make_env(env_id: str, render_mode: str | None = None, max_episode_steps: int | None = None, **kwargs) -> gym.Env:
+def make_env(
+    env_id: str, render_mode: str | None = None, max_episode_steps: int | None = None, **kwargs
+) -> gym.Env:
     """gym.make with clear errors, Dict observations for every env, and our kwargs only where they apply."""
     from robolearn_envs import suites
 
@@ -45,7 +51,18 @@ def make_env(env_id: str, render_mode: str | None = None, max_episode_steps: int
         )
     if not is_robolearn_task(env_id):
         kwargs = {k: v for k, v in kwargs.items() if k not in ("obs_mode", "reward_type")}
-    env = gym.make(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps, **kwargs)
+    try:
+        env = gym.make(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps, **kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        from robolearn.errors import UserError
+
+        given = {k: v for k, v in kwargs.items() if k not in ("obs_mode", "reward_type")}
+        raise UserError(
+            f"env={env_id!r} does not take these env_kwargs: {given} ({str(e).split(' was raised')[0]}). "
+            "Fix: drop or rename the env_kwargs entry (see the env's constructor for its arguments)"
+        ) from None
     if suites.is_suite_id(env_id):
         env = suites.adapt(env, env_id)  # Dict obs of named keys, info["is_success"], get_state/set_state
     if not isinstance(env.observation_space, spaces.Dict):

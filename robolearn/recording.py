@@ -65,7 +65,9 @@ class CheckpointActor:
         ck = read_checkpoint(path, expect=None, field="expert")
         env_id = env.spec.id if env.spec is not None else None
         if ck.get("env_id") and env_id and ck["env_id"] != env_id:
-            raise ValueError(f"expert={path!r} was trained on env {ck['env_id']!r}, not {env_id!r}. Fix: env={ck['env_id']}")
+            raise ValueError(
+                f"expert={path!r} was trained on env {ck['env_id']!r}, not {env_id!r}. Fix: env={ck['env_id']}"
+            )
         if ck["format"] == SAC_FORMAT:
             from robolearn.algos.finetuned import sac_actor_from_checkpoint
 
@@ -135,7 +137,8 @@ def record(cfg) -> dict:
 
     from robolearn.eval.video import mark_frame, write_video
 
-    env_kwargs = {"obs_mode": cfg.obs_mode, "reward_type": cfg.reward_type}
+    extra = dict(cfg.env_kwargs or {})
+    env_kwargs = {"obs_mode": cfg.obs_mode, "reward_type": cfg.reward_type, **extra}
     env = make_env(cfg.env, render_mode="rgb_array" if cfg.video else None, **env_kwargs)
     try:
         expert = make_expert(env, cfg.expert, noise=cfg.noise, seed=cfg.seed, deterministic=cfg.deterministic)
@@ -144,7 +147,7 @@ def record(cfg) -> dict:
         writer = EpisodeWriter(
             cfg.out,
             cfg.env,
-            env_kwargs if cfg.env.startswith("robolearn/") else {},
+            env_kwargs if cfg.env.startswith("robolearn/") else extra,
             env.observation_space,
             env.action_space,
             overwrite=cfg.overwrite,

@@ -9,7 +9,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 HAVE_MW = importlib.util.find_spec("metaworld") is not None
-HAVE_HIL = importlib.util.find_spec("gym_hil") is not None and importlib.util.find_spec("packaging") is not None
+HAVE_HIL = (
+    importlib.util.find_spec("gym_hil") is not None and importlib.util.find_spec("packaging") is not None
+)
 need_mw = pytest.mark.skipif(not HAVE_MW, reason="Meta-World not installed (pip install -e '.[suites]')")
 need_hil = pytest.mark.skipif(not HAVE_HIL, reason="gym-hil not installed (pip install -e '.[suites]')")
 
@@ -45,8 +47,9 @@ def test_metaworld_ids_match_metaworld():
     assert [f"{t}-v3" for t in suites.MT10_TASKS] == list(MT10_V3)
 
 
-@pytest.mark.parametrize("env_id", [pytest.param("metaworld/pick-place-v3", marks=need_mw),
-                                    pytest.param(HIL_ID, marks=need_hil)])
+@pytest.mark.parametrize(
+    "env_id", [pytest.param("metaworld/pick-place-v3", marks=need_mw), pytest.param(HIL_ID, marks=need_hil)]
+)
 def test_check_env_and_conventions(env_id):
     env = make(env_id)
     with warnings.catch_warnings():
@@ -70,8 +73,9 @@ def test_metaworld_obs_layout_and_goal_randomisation():
     env = make("metaworld/pick-place-v3")
     raw = env.unwrapped.env  # Meta-World's SawyerXYZEnv under the adapter
     obs, _ = env.reset(seed=0)
-    np.testing.assert_allclose(flat_obs(obs), raw._get_obs()[:18].tolist() + obs_prev(obs) + list(raw._target_pos),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        flat_obs(obs), raw._get_obs()[:18].tolist() + obs_prev(obs) + list(raw._target_pos), atol=1e-5
+    )
     np.testing.assert_allclose(obs["hand_pos"], raw.get_endeff_pos(), atol=1e-5)
     np.testing.assert_allclose(obs["obj1_pos"], raw._get_pos_objects(), atol=1e-5)
     goals = {tuple(np.round(env.reset(seed=s)[0]["goal"], 5)) for s in range(6)}
@@ -79,7 +83,14 @@ def test_metaworld_obs_layout_and_goal_randomisation():
 
 
 def obs_prev(obs):
-    keys = ("prev_hand_pos", "prev_gripper", "prev_obj1_pos", "prev_obj1_quat", "prev_obj2_pos", "prev_obj2_quat")
+    keys = (
+        "prev_hand_pos",
+        "prev_gripper",
+        "prev_obj1_pos",
+        "prev_obj1_quat",
+        "prev_obj2_pos",
+        "prev_obj2_quat",
+    )
     return np.concatenate([obs[k] for k in keys]).tolist()
 
 
@@ -102,16 +113,29 @@ def test_panda_pick_expert_succeeds_on_random_cubes():
     assert all(rollout(rnd, s, PandaPickExpert(rnd))["is_success"] for s in range(5))
 
 
-def _loop(tmp_path, env_id):
+def _loop(tmp_path, env_id, *record_args):
     from robolearn.cli import main
     from robolearn.data.store import iter_episodes
 
     demos = tmp_path / "demos.hdf5"
-    assert main(["record", f"env={env_id}", "episodes=3", f"out={demos}"]) == 0
+    assert main(["record", f"env={env_id}", "episodes=3", f"out={demos}", *record_args]) == 0
     eps = [e for _, e in iter_episodes(demos)]
     assert len(eps) == 3 and all(e["attrs"]["success"] for e in eps)
-    assert main(["train", "policy=mse", f"data={demos}", f"out={tmp_path / 'bc'}", "train.steps=20",
-                 "train.eval_episodes=0", "train.val_every=0", "train.batch_size=32"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "policy=mse",
+                f"data={demos}",
+                f"out={tmp_path / 'bc'}",
+                "train.steps=20",
+                "train.eval_episodes=0",
+                "train.val_every=0",
+                "train.batch_size=32",
+            ]
+        )
+        == 0
+    )
     ckpt = tmp_path / "bc" / "checkpoints" / "last.pt"
     assert main(["eval", f"policy={ckpt}", "episodes=2", f"out={tmp_path / 'ev'}", "videos=0"]) == 0
     assert (tmp_path / "ev" / "results.json").is_file()
@@ -149,6 +173,33 @@ def test_metaworld_record_train_eval_and_replay(tmp_path):
 def test_gym_hil_record_train_eval_and_replay(tmp_path):
     eps = _loop(tmp_path, HIL_ID)
     _replay(HIL_ID, eps[0])
+
+
+@need_hil
+def test_env_kwargs_reach_the_store_and_every_later_stage(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from robolearn.cli import main
+    from robolearn.data.store import read_info
+
+    eps = _loop(tmp_path, HIL_ID, "+env_kwargs.random_block_position=true")
+    assert read_info(tmp_path / "demos.hdf5").env_kwargs == {"random_block_position": True}
+    assert len({tuple(e["obs"]["block_pos"][0][:2].round(4)) for e in eps}) == 3  # the cube moves per seed
+    ck = torch.load(tmp_path / "bc" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert json.loads(ck["env_kwargs"])["random_block_position"] is True  # eval/finetune rebuild this env
+    capsys.readouterr()
+    bad = tmp_path / "bad.hdf5"
+    assert (
+        main(["record", f"env={HIL_ID}", "episodes=1", f"out={bad}", "+env_kwargs.random_block_positon=1"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        "does not take these env_kwargs" in err and "random_block_positon" in err and "Traceback" not in err
+    )
+    assert not bad.exists()
 
 
 def test_unknown_suite_ids_fail_clearly():
