@@ -139,7 +139,8 @@ def gemm_floor_ms(obs_dim: int, act_dim: int, batch: int = 256, hidden: int = 25
     fwd = lambda d_in, d_out: [(B, d_in, d_out)]  # noqa: E731  x (B, in) @ W (in, out)
     actor_fwd = fwd(o, H) + fwd(H, H) + fwd(H, 2 * a)
     critic_fwd = (fwd(i, H) + fwd(H, H) + fwd(H, 1)) * n
-    critic_dx = [(B, 1, H), (B, H, H), (B, H, i)] * n  # dX = dY @ W^T per layer
+    critic_dx = [(B, 1, H), (B, H, H), (B, H, i)] * n  # dX = dY @ W^T per layer (last to first)
+    critic_dx_hidden = [(B, 1, H), (B, H, H)] * n  # the critic loss needs no input grad at layer 1
     critic_dw = [(H, B, 1), (H, B, H), (i, B, H)] * n  # dW = X^T @ dY per layer
     actor_bwd = [(H, B, 2 * a), (B, 2 * a, H), (H, B, H), (B, H, H), (o, B, H)]
     shapes = (
@@ -147,7 +148,7 @@ def gemm_floor_ms(obs_dim: int, act_dim: int, batch: int = 256, hidden: int = 25
         + critic_fwd  # target critics
         + critic_fwd
         + critic_dw
-        + critic_dx[: 2 * n]  # critic loss: no input grad needed at layer 1
+        + critic_dx_hidden  # critic loss
         + actor_fwd
         + critic_fwd
         + critic_dx
