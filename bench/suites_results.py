@@ -55,6 +55,18 @@ def speed(env_id: str, steps: int, seed: int = 0) -> dict:
         n += 1
         if term or trunc:
             env.reset()
+    # the suite's own env, stepped directly (no adapter, no Gymnasium wrappers): what the suite itself costs
+    inner = env.unwrapped.env.unwrapped
+    inner.reset(seed=seed)
+    native = 0.0
+    low, high = inner.action_space.low, inner.action_space.high
+    for _ in range(steps):
+        a = rng.uniform(low, high).astype(np.float32)  # in the suite's own action space
+        t0 = time.perf_counter()
+        out = inner.step(a)
+        native += time.perf_counter() - t0
+        if out[2] or out[3]:
+            inner.reset()
     d2 = mujoco.MjData(m)
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     st = np.zeros(mujoco.mj_stateSize(m, spec))
@@ -65,7 +77,15 @@ def speed(env_id: str, steps: int, seed: int = 0) -> dict:
         mujoco.mj_step(m, d2, nstep=sub)
     raw = time.perf_counter() - t0
     env.close()
-    return {"env_steps_per_s": steps / el, "raw_steps_per_s": steps / raw, "overhead": el / raw, "substeps": sub}
+    return {
+        "env_steps_per_s": steps / el,
+        "native_steps_per_s": steps / native,
+        "raw_steps_per_s": steps / raw,
+        "overhead": el / raw,
+        "native_overhead": native / raw,  # the suite's own step vs raw mj_step
+        "adapter_overhead": el / native,  # robolearn's adapter + wrappers vs the suite's own step
+        "substeps": sub,
+    }
 
 
 def success(env, episodes: int, expert=None) -> dict:
