@@ -43,6 +43,11 @@ class LoopDaggerConfig:
     mode: str = opt("expert", "expert | intervention | auto (see robolearn dagger)")
     rounds: int = opt(2, "DAgger rounds")
     episodes_per_round: int = opt(10, "learner episodes per round")
+    beta: float = opt(
+        0.5,
+        "mode=expert: share of expert actions in round 1 (robolearn dagger's default 1 would make a "
+        "1-round stage expert rollouts only)",
+    )
     steps: int = opt(1000, "BC gradient steps per round")
     retrain: str = opt("finetune", "scratch | finetune")
 
@@ -91,7 +96,9 @@ class LoopConfig:
 
         env_id("env", self.env)
         if self.expert != "scripted" and not Path(self.expert).is_file():
-            raise ConfigError(f"expert={self.expert!r}: no such checkpoint file; expert=scripted or a .pt file")
+            raise ConfigError(
+                f"expert={self.expert!r}: no such checkpoint file; expert=scripted or a .pt file"
+            )
         self.bc.check("bc.")
         positive("eval_workers", self.eval_workers)
         positive("videos", self.videos, zero_ok=True)
@@ -265,6 +272,7 @@ def stage_dagger(cfg: LoopConfig, out: Path, demos: Path, policy: Path) -> Path:
             mode=d.mode,
             rounds=d.rounds,
             episodes_per_round=d.episodes_per_round,
+            beta=d.beta,
             retrain=d.retrain,
             eval_episodes=0,
             seed=cfg.seed,
@@ -384,7 +392,12 @@ def write_report(cfg: LoopConfig, out: Path, rows: list[tuple[str, dict]], exper
     if (out / "summary.png").exists():
         lines += ["", "![success rate and cycle time per stage](summary.png)"]
     if (out / "sac_diagnostics.png").exists():
-        lines += ["", "SAC diagnostics (Q, temperature, losses):", "", "![SAC diagnostics](sac_diagnostics.png)"]
+        lines += [
+            "",
+            "SAC diagnostics (Q, temperature, losses):",
+            "",
+            "![SAC diagnostics](sac_diagnostics.png)",
+        ]
     lines += [
         "",
         "## Config",
@@ -458,8 +471,12 @@ def _expert_row(cfg: LoopConfig, out: Path) -> dict | None:
     st = Stage(
         out,
         "eval_expert",
-        {"policy": cfg.expert if cfg.expert == "scripted" else file_digest(Path(cfg.expert)),
-         "episodes": cfg.eval_episodes, "seeds": [0], "env": cfg.env},
+        {
+            "policy": cfg.expert if cfg.expert == "scripted" else file_digest(Path(cfg.expert)),
+            "episodes": cfg.eval_episodes,
+            "seeds": [0],
+            "env": cfg.env,
+        },
     )
     if st.begin():
         return json.loads((st.dir / "results.json").read_text())
@@ -471,5 +488,3 @@ def _expert_row(cfg: LoopConfig, out: Path) -> dict | None:
     )
     st.finish()
     return res
-
-
