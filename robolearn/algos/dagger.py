@@ -8,8 +8,8 @@ Behaviour cloning drifts off the demonstrations (compounding errors). Each round
      (beta_i = beta * beta_decay**i: the expert's action with probability beta_i, per step), and label EVERY
      visited state with the expert's action. Default beta=1: round 1 is the expert's own rollouts (more
      demos), round 2 a per-step 50/50 mixture. From a weak BC that beats beta=0.5 (PegInsert, 6 demos, 2 x 4
-     episodes, normaliser refitted, rollout seeds 0-2: 62 / 34 / 64% with 589-693 labels against 36 / 44 / 38%
-     with 769-878): a learner that fails every episode spends 100 labels per episode on states off the path. Stored with source="dagger"; `actions` holds the expert's
+     episodes, normaliser refitted, rollout seeds 0-3: 62 / 34 / 64 / 46% with 589-734 labels against
+     36 / 44 / 38 / 30% with 769-908): a learner that fails every episode spends 100 labels per episode on states off the path. Stored with source="dagger"; `actions` holds the expert's
      labels, `policy_actions` the learner's proposals, `interventions` where the expert's action was run.
    - `mode=intervention` — HG-DAgger (Kelly et al. 2019): the learner drives; a human (teleop=<device>,
      hold the take-over key) or a scripted "human" (the expert takes over once the learner's action strays
