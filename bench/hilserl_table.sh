@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The HIL-SERL-shaped table: BC from a few scripted demos, then the same BC policy fine-tuned with SAC (residual
 # bridge, demos mixed in), per training seed, success and cycle time of BC, the last checkpoint and best.pt.
-#   OMP_NUM_THREADS=1 MUJOCO_GL=egl bash bench/hilserl_table.sh NAME ENV DEMOS STEPS "SEEDS" [record args...]
+#   OMP_NUM_THREADS=1 MUJOCO_GL=egl [FT_ARGS="..."] bash bench/hilserl_table.sh NAME ENV DEMOS STEPS "SEEDS" [record args...]
+#   FT_ARGS: extra `robolearn finetune` overrides, e.g. FT_ARGS="reward_type=sparse"
 #   e.g. bash bench/hilserl_table.sh panda gym_hil/PandaPickCubeBase-v0 3 20000 "0 1 2" +env_kwargs.random_block_position=true
 #        bash bench/hilserl_table.sh lift robolearn/Lift-v0 4 15000 "0 1 2"
 # Demos: demo seeds 10_000_000..; BC and fine-tuned checkpoints are scored by `robolearn eval` on 50 held-out
@@ -19,15 +20,16 @@ for s in $SEEDS; do
   [[ -f $O/bc_s$s/checkpoints/last.pt ]] || $RL train policy=mse data=$D out=$O/bc_s$s train.steps=1500 train.seed=$s train.eval_episodes=0
   [[ -f $O/eval_bc_s$s/results.json ]] || $RL eval policy=$O/bc_s$s/checkpoints/last.pt episodes=50 out=$O/eval_bc_s$s
   t1=$(date +%s)
+  # shellcheck disable=SC2086  # FT_ARGS: word-split on purpose (several overrides)
   [[ -f $O/sac_s$s/results.json ]] || $RL finetune policy=$O/bc_s$s/checkpoints/last.pt demos=$D steps=$STEPS \
-      eval_every=5000 eval_episodes=20 seed=$s out=$O/sac_s$s
+      eval_every=5000 eval_episodes=20 seed=$s out=$O/sac_s$s ${FT_ARGS:-}
   t2=$(date +%s)
   [[ -f $O/eval_sac_s$s/results.json ]] || $RL eval policy=$O/sac_s$s/checkpoints/last.pt episodes=50 out=$O/eval_sac_s$s
   [[ -f $O/eval_sacbest_s$s/results.json ]] || $RL eval policy=$O/sac_s$s/checkpoints/best.pt episodes=50 out=$O/eval_sacbest_s$s
   [[ -f $O/wall_s$s.json ]] || echo "{\"bc_s\": $((t1 - t0)), \"finetune_s\": $((t2 - t1))}" > $O/wall_s$s.json
 done
 .venv/bin/python - "$O" "$SEEDS" "$STEPS" "$N" "$ENV" "$NAME" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 O, seeds, steps, n, env, name = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:7]
 rows, runs = [], {}
 for s in seeds:
@@ -35,10 +37,10 @@ for s in seeds:
     ft = json.load(open(f"{O}/sac_s{s}/results.json"))
     wall = json.load(open(f"{O}/wall_s{s}.json"))
     runs[s] = {k: {"success_rate": v["success_rate"], "cycle_time_steps": v.get("cycle_time_steps")} for k, v in r.items()}
-    runs[s].update(env_steps=ft.get("env_steps"), wall=wall, curve=ft.get("history", ft.get("evals")))
+    runs[s].update(env_steps=ft.get("env_steps", ft.get("steps")), wall=wall, curve=ft.get("history"))
     c = lambda k: r[k].get("cycle_time_steps") or float("nan")  # noqa: E731
     rows.append(f"| {s} | {r['bc']['success_rate']:.0%} / {c('bc'):.1f} | {r['sac']['success_rate']:.0%} / {c('sac'):.1f} | "
-                f"{r['sacbest']['success_rate']:.0%} / {c('sacbest'):.1f} | {ft.get('env_steps')} | {wall['finetune_s'] / 60:.1f} |")
+                f"{r['sacbest']['success_rate']:.0%} / {c('sacbest'):.1f} | {runs[s]['env_steps']} | {wall['finetune_s'] / 60:.1f} |")
 med = lambda k: statistics.median(runs[s][k]["success_rate"] for s in seeds)  # noqa: E731
 table = "\n".join([
     f"{env}: BC on {n} demos, then BC+SAC for {steps} env steps; 50 held-out episodes each",
@@ -46,6 +48,6 @@ table = "\n".join([
     "|---|---|---|---|---:|---:|", *rows,
     f"| median | {med('bc'):.0%} | {med('sac'):.0%} | {med('sacbest'):.0%} | | |"])
 print(table)
-json.dump({"env": env, "steps": steps, "demos": n, "seeds": seeds, "runs": runs, "table": table},
+json.dump({"env": env, "finetune_args": os.environ.get("FT_ARGS", ""), "steps": steps, "demos": n, "seeds": seeds, "runs": runs, "table": table},
           open(f"bench/results/hilserl_{name}.json", "w"), indent=1)
 PY

@@ -346,7 +346,8 @@ def test_chunked_bridge_is_the_bc_policy_before_any_update(bc, tmp_path, head):
                           out=str(tmp_path / "bc_flow"), train=TrainLoopConfig(steps=30, batch_size=32, val_every=0,
                                                                                  eval_episodes=0)))
         ck = tmp_path / "bc_flow" / "checkpoints" / "last.pt"
-    finetune(small(ck, demos, tmp_path / "run", steps=40, learning_starts=1000))  # 40 env steps, no update
+    # 40 env steps, no update; the BC data's dense reward, so that eval returns compare like for like
+    finetune(small(ck, demos, tmp_path / "run", steps=40, learning_starts=1000, reward_type="dense"))
     sac_ck = tmp_path / "run" / "checkpoints" / "last.pt"
     raw = torch.load(sac_ck, weights_only=True)
     policy = load_policy(ck)

@@ -34,7 +34,9 @@ class FinetuneConfig:
         "BC policy and can only narrow; 2.0 = the SAC default, unbounded in practice)",
     )
     distill_steps: int = opt(1000, "bridge=gaussian: distillation steps onto the BC actions")
-    reward_type: str | None = opt(None, f"reward optimised: {REWARD_TYPES} (default: the checkpoint's)")
+    reward_type: str | None = opt(
+        None, f"reward optimised on robolearn tasks: {REWARD_TYPES} (default: sparse; other envs: their own)"
+    )
     demo_ratio: float = opt(0.5, "share of demo transitions in each batch (RLPD: 0.5)")
     demo_ratio_end: float | None = opt(None, "anneal demo_ratio linearly to this (None = constant)")
     demo_ratio_steps: int = opt(0, "... over this many env steps (needed with demo_ratio_end)")
