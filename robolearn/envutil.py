@@ -33,6 +33,15 @@ def is_robolearn_task(env_id: str) -> bool:
     return env_id.startswith("robolearn/")
 
 
+class SuccessReward(gym.Wrapper):
+    """reward = info["is_success"] (1.0 on success, else 0.0): a suite env's own reward replaced by the sparse
+    success signal, as robolearn's tasks do for reward_type="sparse" (HIL-SERL's reward)."""
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        return obs, float(bool(info.get("is_success", False))), terminated, truncated, info
+
+
 def make_env(
     env_id: str, render_mode: str | None = None, max_episode_steps: int | None = None, **kwargs
 ) -> gym.Env:
@@ -49,7 +58,15 @@ def make_env(
             "Gymnasium's MuJoCo ids (HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5) work too; task suites: "
             "metaworld/<task>-v3, gym_hil/PandaPickCubeBase-v0. " + suites.missing_hint(env_id)
         )
+    sparse = kwargs.get("reward_type") == "sparse"
     if not is_robolearn_task(env_id):
+        if sparse and not suites.is_suite_id(env_id):
+            from robolearn.errors import UserError
+
+            raise UserError(
+                f"reward_type='sparse' needs an env with a success signal (robolearn/... or a task suite); "
+                f"{env_id!r} has its own reward only. Fix: drop reward_type"
+            )
         kwargs = {k: v for k, v in kwargs.items() if k not in ("obs_mode", "reward_type")}
     try:
         env = gym.make(env_id, render_mode=render_mode, max_episode_steps=max_episode_steps, **kwargs)
@@ -65,6 +82,8 @@ def make_env(
         ) from None
     if suites.is_suite_id(env_id):
         env = suites.adapt(env, env_id)  # Dict obs of named keys, info["is_success"], get_state/set_state
+        if sparse:
+            env = SuccessReward(env)
     if not isinstance(env.observation_space, spaces.Dict):
         env = DictObs(env)
     return env

@@ -202,6 +202,25 @@ def test_env_kwargs_reach_the_store_and_every_later_stage(tmp_path, capsys):
     assert not bad.exists()
 
 
+@need_mw
+def test_sparse_reward_replaces_a_suites_reward_by_its_success_signal():
+    from robolearn.envutil import make_env
+    from robolearn.errors import UserError
+
+    env = make_env(MW_ID, reward_type="sparse")
+    env.reset(seed=0)
+    dense = make_env(MW_ID)
+    dense.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        _, r, *_, info = env.step(a)
+        _, rd, *_ = dense.step(a)
+        assert r == float(info["is_success"]) and rd != r  # Meta-World's own reward is shaped
+    with pytest.raises(UserError, match="needs an env with a success signal"):
+        make_env("Pendulum-v1", reward_type="sparse")
+
+
 def test_unknown_suite_ids_fail_clearly():
     from robolearn.config import ConfigError, env_id
 

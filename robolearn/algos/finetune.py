@@ -188,6 +188,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         # the shaping, not success) and the sparse reward to 74 / 82 / 74% (bench/hilserl_table.sh)
         env_kwargs["reward_type"] = cfg.reward_type or "sparse"
         env_kwargs["obs_mode"] = "state"  # low-dim keys only (checked below); no rendering cost
+    elif cfg.reward_type is not None:  # task suites: reward_type=sparse replaces their reward by is_success
+        env_kwargs["reward_type"] = cfg.reward_type
     reward_type = env_kwargs.get("reward_type", cfg.reward_type or "dense")
     env = make_env(env_id, **env_kwargs)
     space = env.action_space

@@ -35,7 +35,9 @@ class FinetuneConfig:
     )
     distill_steps: int = opt(1000, "bridge=gaussian: distillation steps onto the BC actions")
     reward_type: str | None = opt(
-        None, f"reward optimised on robolearn tasks: {REWARD_TYPES} (default: sparse; other envs: their own)"
+        None,
+        f"reward optimised: {REWARD_TYPES}. robolearn tasks: default sparse; task suites: default their own reward, "
+        "sparse replaces it by info['is_success']; other envs: their own",
     )
     demo_ratio: float = opt(0.5, "share of demo transitions in each batch (RLPD: 0.5)")
     demo_ratio_end: float | None = opt(None, "anneal demo_ratio linearly to this (None = constant)")
