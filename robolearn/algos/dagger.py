@@ -9,7 +9,8 @@ Behaviour cloning drifts off the demonstrations (compounding errors). Each round
      visited state with the expert's action. Default beta=1: round 1 is the expert's own rollouts (more
      demos), round 2 a per-step 50/50 mixture. From a weak BC that beats beta=0.5 (PegInsert, 6 demos, 2 x 4
      episodes, normaliser refitted, rollout seeds 0-3: 62 / 34 / 64 / 46% with 589-734 labels against
-     36 / 44 / 38 / 30% with 769-908): a learner that fails every episode spends 100 labels per episode on states off the path. Stored with source="dagger"; `actions` holds the expert's
+     36 / 44 / 38 / 30% with 769-908): a learner that fails every episode spends 100 labels per episode on
+     states off the path. Stored with source="dagger"; `actions` holds the expert's
      labels, `policy_actions` the learner's proposals, `interventions` where the expert's action was run.
    - `mode=intervention` — HG-DAgger (Kelly et al. 2019): the learner drives; a human (teleop=<device>,
      hold the take-over key) or a scripted "human" (the expert takes over once the learner's action strays
@@ -34,9 +35,9 @@ Behaviour cloning drifts off the demonstrations (compounding errors). Each round
    `out/aggregate.hdf5` (a copy of `data`; the user's file is never modified);
 4. retrain BC on the aggregate (from scratch, or `retrain=finetune` from the current weights) and evaluate.
    A retrain from scratch refits the normaliser on the aggregate (`refit_normalizer=false` keeps the initial
-   BC checkpoint's; `retrain=finetune` keeps it by default, since its weights were trained on it). Measured on PegInsert from a 6-demo BC (MSE, 2 rounds x 4 episodes, 4 rollout seeds, 50
-   held-out episodes each): refit 0.62 / 0.34 / 0.64 / 0.46 against keep 0.20 / 0.32 / 0.22 / 0.16. A few
-   demos give narrow ranges, and the learner's states then sit far outside them; that costs more than the
+   BC checkpoint's; `retrain=finetune` keeps it by default, since its weights were trained on it). Measured
+   on PegInsert from a 6-demo BC (MSE, 2 rounds x 4 episodes, 4 rollout seeds, 50 held-out episodes each):
+   refit 0.62 / 0.34 / 0.64 / 0.46 against keep 0.20 / 0.32 / 0.22 / 0.16. A few demos give narrow ranges, and the learner's states then sit far outside them; that costs more than the
    resolution a tumbled peg takes from a refitted range.
    Training on intervention episodes up-weights intervention steps (`intervention_weight`) and can drop
    the learner's steps that led into a takeover (`drop_before_intervention`), see `robolearn.algos.bc`;
@@ -88,7 +89,7 @@ class DaggerConfig:
     rounds: int = opt(5, "DAgger rounds")
     episodes_per_round: int = opt(20, "learner episodes per round")
     beta: float = opt(
-        1.0, "mode=expert: probability of executing the expert's action in round 1 (Ross et al.: 1)"
+        1.0, "mode=expert: probability of executing the expert's action in round 1 (see the module docstring)"
     )
     beta_decay: float = opt(0.5, "mode=expert: beta_i = beta * beta_decay**i")
     threshold: float = opt(
