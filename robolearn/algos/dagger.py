@@ -37,8 +37,9 @@ Behaviour cloning drifts off the demonstrations (compounding errors). Each round
    A retrain from scratch refits the normaliser on the aggregate (`refit_normalizer=false` keeps the initial
    BC checkpoint's; `retrain=finetune` keeps it by default, since its weights were trained on it). Measured
    on PegInsert from a 6-demo BC (MSE, 2 rounds x 4 episodes, 4 rollout seeds, 50 held-out episodes each):
-   refit 0.62 / 0.34 / 0.64 / 0.46 against keep 0.20 / 0.32 / 0.22 / 0.16. A few demos give narrow ranges, and the learner's states then sit far outside them; that costs more than the
-   resolution a tumbled peg takes from a refitted range.
+   refit 0.62 / 0.34 / 0.64 / 0.46 against keep 0.20 / 0.32 / 0.22 / 0.16. A few demos give narrow ranges,
+   and the learner's states then sit far outside them; that costs more than the resolution a tumbled peg
+   takes from a refitted range.
    Training on intervention episodes up-weights intervention steps (`intervention_weight`) and can drop
    the learner's steps that led into a takeover (`drop_before_intervention`), see `robolearn.algos.bc`;
    with `takeovers_only=true` (default) HG-DAgger trains on the takeovers and the demos only.
