@@ -20,6 +20,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -184,6 +185,12 @@ def main():
     )
     ap.add_argument("--json", default=None, help="also write all per-run results here")
     ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --json: keep the runs it holds (same budget) and run only the missing (env, impl, seed)s; "
+        "speed ratios then compare runs from different sessions, returns are unaffected",
+    )
+    ap.add_argument(
         "--floor", action="store_true", help="also time the update's unavoidable GEMMs (the speed ceiling)"
     )
     args = ap.parse_args()
@@ -192,11 +199,24 @@ def main():
     impls = {name: known[name] for name in args.impls.split(",")}
 
     results: dict = {}
+    budget = {k: getattr(args, k) for k in ("steps", "learning_starts", "threads", "eval_episodes")}
+    if args.resume and args.json and Path(args.json).exists():
+        old = json.loads(Path(args.json).read_text())
+        if {k: old["args"].get(k) for k in budget} != budget:
+            raise SystemExit(
+                f"--resume: {args.json} was run with other settings {old['args']}; use another --json"
+            )
+        results = old["results"]
     for env_id in args.envs.split(","):
         for seed in range(args.seeds):
             for name, fn in impls.items():
-                r = fn(env_id, args.steps, args.learning_starts, seed, args.eval_episodes)
+                done = results.get(env_id, {}).get(name, [])
+                if any(r.get("seed") == seed for r in done):
+                    continue  # --resume: finished in an earlier session
+                r = {"seed": seed, **fn(env_id, args.steps, args.learning_starts, seed, args.eval_episodes)}
                 results.setdefault(env_id, {}).setdefault(name, []).append(r)
+                if args.json:  # after every run, so a long grid survives a stop (see --resume)
+                    Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
                 print(
                     f"{env_id} seed {seed} {name:9s}: {r['sps']:7.1f} steps/s  return {r['return']:8.1f}  "
                     f"(env {r['env']:.1f}s, update {r['update']:.1f}s, other {r['other']:.1f}s)",
