@@ -8,8 +8,10 @@ Runs alternate ours / SB3 per (env, seed), so background load hits both alike.
   return    deterministic evaluation (mean action) at the step budget, `--eval-episodes` episodes
   time      split of the whole run: env.step / update (replay sampling + gradient steps) / other
 
-Full run (about 25 min per SB3 run on 2 CPU cores, ~2.5 h in all):
-  .venv/bin/python bench/sac_vs_sb3.py --steps 100000 --learning-starts 5000 --seeds 3 --threads 2
+Full run (19-22 min per 100k-step run at 1 thread on this machine, 18 runs: ~6 h of one core; it resumes, so
+it can be spread over sessions):
+  OMP_NUM_THREADS=1 .venv/bin/python bench/sac_vs_sb3.py --steps 100000 --learning-starts 5000 --seeds 3 \
+      --threads 1 --impls ours,ours-bf16,sb3 --json bench/results/sac_vs_sb3_100k.json --resume
 Short measurement:
   .venv/bin/python bench/sac_vs_sb3.py --steps 4000 --learning-starts 1000 --seeds 1 --threads 2
 """
