@@ -23,30 +23,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from stores import first_episodes
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.algos.dagger import DaggerConfig, run_dagger
-from robolearn.data.store import EpisodeWriter, iter_episodes, read_info
+from robolearn.data.store import read_info
 from robolearn.eval.runner import evaluate_policy
 from robolearn.policies import PolicyConfig, load_policy
 
-ENV = {"lift": "robolearn/Lift-v0", "pusht": "robolearn/PushT-v0", "reacharound": "robolearn/ReachAround-v0",
-       "peginsert": "robolearn/PegInsert-v0"}
-
-
-def subset(src: Path, n: int, dst: Path) -> int:
-    """The first n episodes of src -> dst (a new store); returns their steps."""
-    from robolearn.data.store import Episode
-
-    if dst.exists():
-        dst.unlink()
-    info = read_info(src)
-    w = EpisodeWriter(dst, info.env_id, info.env_kwargs)
-    steps = 0
-    for _, e in iter_episodes(src, info.demos[:n]):
-        w.append(Episode.from_stored(e))
-        steps += len(e["actions"])
-    return steps
+ENV = {
+    "lift": "robolearn/Lift-v0",
+    "pusht": "robolearn/PushT-v0",
+    "reacharound": "robolearn/ReachAround-v0",
+    "peginsert": "robolearn/PegInsert-v0",
+}
 
 
 def main():
@@ -63,7 +53,9 @@ def main():
     ap.add_argument("--chunk-labels", default="rollout", choices=["rollout", "visited"])
     ap.add_argument("--data", default=None, help="demo store (default datasets/<task>.hdf5)")
     ap.add_argument("--out", default="runs/dagger_results")
-    ap.add_argument("--json", default=None, help="also write the results (+ args) here, e.g. bench/results/...")
+    ap.add_argument(
+        "--json", default=None, help="also write the results (+ args) here, e.g. bench/results/..."
+    )
     a = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(a.out) / a.task
@@ -94,13 +86,26 @@ def main():
             if key in res:
                 continue
             data = out / f"demos_{n}.hdf5"
-            labels = subset(src, n, data)
+            data.unlink(missing_ok=True)  # rebuilt from --data every run
+            labels = first_episodes(src, n, data)
             run = out / f"bc_{n}_s{seed}"
             head_cfg = {"denoiser": "mlp"} if a.head in ("diffusion", "flow") else None  # fast on CPU
-            train(TrainConfig(policy=PolicyConfig(head=a.head, head_cfg=head_cfg), data=str(data), out=str(run), train=loop_cfg(seed)))
+            train(
+                TrainConfig(
+                    policy=PolicyConfig(head=a.head, head_cfg=head_cfg),
+                    data=str(data),
+                    out=str(run),
+                    train=loop_cfg(seed),
+                )
+            )
             p = load_policy(run / "checkpoints/last.pt")
-            r = evaluate_policy(p, env, {"obs_mode": "state", "reward_type": "dense"}, episodes=a.eval_episodes,
-                                Ta=p.spec.get("Ta"))
+            r = evaluate_policy(
+                p,
+                env,
+                {"obs_mode": "state", "reward_type": "dense"},
+                episodes=a.eval_episodes,
+                Ta=p.spec.get("Ta"),
+            )
             res[key] = {"method": "BC", "labels": labels, "success_rate": r["success_rate"]}
             res_path.write_text(json.dumps(res, indent=2))
             print(key, res[key], flush=True)
@@ -109,22 +114,48 @@ def main():
             key = f"{mode}/{seed}"
             if key in res:
                 continue
-            r = run_dagger(DaggerConfig(policy=str(out / f"bc_{n0}_s{seed}/checkpoints/last.pt"),
-                                        data=str(out / f"demos_{n0}.hdf5"), out=str(out / f"{mode}_s{seed}"),
-                                        mode=mode, rounds=a.rounds, episodes_per_round=a.episodes,
-                                        eval_episodes=a.eval_episodes, seed=seed, train=loop_cfg(seed),
-                                        chunk_labels=a.chunk_labels))
-            res[key] = {"method": mode, "history": [{k: h.get(k) for k in ("labels", "success_rate", "steps",
-                                                                          "rollout_success", "hopeless_dropped")}
-                                                    for h in r["history"]]}
+            r = run_dagger(
+                DaggerConfig(
+                    policy=str(out / f"bc_{n0}_s{seed}/checkpoints/last.pt"),
+                    data=str(out / f"demos_{n0}.hdf5"),
+                    out=str(out / f"{mode}_s{seed}"),
+                    mode=mode,
+                    rounds=a.rounds,
+                    episodes_per_round=a.episodes,
+                    eval_episodes=a.eval_episodes,
+                    seed=seed,
+                    train=loop_cfg(seed),
+                    chunk_labels=a.chunk_labels,
+                )
+            )
+            res[key] = {
+                "method": mode,
+                "history": [
+                    {
+                        k: h.get(k)
+                        for k in ("labels", "success_rate", "steps", "rollout_success", "hopeless_dropped")
+                    }
+                    for h in r["history"]
+                ],
+            }
             res_path.write_text(json.dumps(res, indent=2))
             print(key, res[key], flush=True)
     table = report(res, a, out)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"args": vars(a), "heldout": True, "eval_env_seeds": [0, a.eval_episodes - 1],
-                                            "demo_seeds": [min(demo_seeds), max(demo_seeds)], "table": table,
-                                            "results": res}, indent=2))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "args": vars(a),
+                    "heldout": True,
+                    "eval_env_seeds": [0, a.eval_episodes - 1],
+                    "demo_seeds": [min(demo_seeds), max(demo_seeds)],
+                    "table": table,
+                    "results": res,
+                },
+                indent=2,
+            )
+        )
 
 
 def report(res, a, out) -> str:
@@ -157,7 +188,9 @@ def report(res, a, out) -> str:
         ax.plot(lab, [np.median(s) for s in sr], marker="o", label=f"DAgger mode={mode}")
         say(f"| {mode}, round 0 (= BC, {a.bc_demos[0]} demos) | {lab[0]:.0f} | {np.median(sr[0]):.0%} |")
         for i in range(1, k):
-            say(f"| {mode}, round {i} | {lab[i]:.0f} | {np.median(sr[i]):.0%} [{min(sr[i]):.0%}-{max(sr[i]):.0%}] |")
+            say(
+                f"| {mode}, round {i} | {lab[i]:.0f} | {np.median(sr[i]):.0%} [{min(sr[i]):.0%}-{max(sr[i]):.0%}] |"
+            )
     ax.set_xlabel("expert-labelled steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)

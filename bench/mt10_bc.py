@@ -26,35 +26,17 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import torch  # noqa: E402
 from robolearn_envs.suites import MT10_TASKS  # noqa: E402
+from stores import first_episodes  # noqa: E402
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train  # noqa: E402
 from robolearn.config import RecordConfig  # noqa: E402
-from robolearn.data.store import EpisodeWriter, iter_episodes, read_info  # noqa: E402
+from robolearn.data.store import read_info  # noqa: E402
 from robolearn.eval.runner import evaluate_policy  # noqa: E402
 from robolearn.policies import PolicyConfig, load_policy  # noqa: E402
 from robolearn.recording import record  # noqa: E402
 from robolearn.seeds import DEMO_RANGE, eval_seed  # noqa: E402
 
 HEADS = {"mse": None, "flow": {"denoiser": "mlp"}}
-
-
-def first_n(src: Path, n: int, dst: Path) -> int:
-    """The first n episodes of src as a new store dst; returns their steps (= expert labels)."""
-    from robolearn.data.store import Episode
-
-    if dst.exists():
-        return sum(read_info(dst).lengths.values())
-    info = read_info(src)
-    tmp = dst.with_suffix(".tmp.hdf5")
-    tmp.unlink(missing_ok=True)
-    w = EpisodeWriter(tmp, info.env_id, info.env_kwargs)
-    steps = 0
-    for _, e in iter_episodes(src, info.demos[:n]):
-        w.append(Episode.from_stored(e))
-        steps += len(e["actions"])
-    w.close()
-    tmp.replace(dst)
-    return steps
 
 
 def main():
@@ -96,7 +78,7 @@ def main():
         for task in a.tasks:
             env_id = f"metaworld/{task}-v3"
             data = out / task / f"demos_{n}.hdf5"
-            labels = first_n(out / task / "demos.hdf5", n, data)
+            labels = first_episodes(out / task / "demos.hdf5", n, data)
             for head in a.heads:
                 for seed in a.seeds:
                     key = f"{task}/{n}/{head}/{seed}"

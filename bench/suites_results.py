@@ -40,33 +40,28 @@ def sim_of(env):
     return inner.model, inner.data, int(substeps)
 
 
+def step_time(env, steps: int, rng, seed: int) -> float:
+    """Seconds spent in `env.step` over `steps` uniform random actions in its own action space (resets untimed)."""
+    low, high = env.action_space.low, env.action_space.high
+    env.reset(seed=seed)
+    el = 0.0
+    for _ in range(steps):
+        a = rng.uniform(low, high).astype(np.float32)
+        t0 = time.perf_counter()
+        out = env.step(a)
+        el += time.perf_counter() - t0
+        if out[2] or out[3]:
+            env.reset()
+    return el
+
+
 def speed(env_id: str, steps: int, seed: int = 0) -> dict:
     env = make_env(env_id)
     m, d, sub = sim_of(env)
     rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
-    t0, n = time.perf_counter(), 0
-    el = 0.0
-    while n < steps:
-        a = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
-        t0 = time.perf_counter()
-        _, _, term, trunc, _ = env.step(a)
-        el += time.perf_counter() - t0
-        n += 1
-        if term or trunc:
-            env.reset()
+    el = step_time(env, steps, rng, seed)
     # the suite's own env, stepped directly (no adapter, no Gymnasium wrappers): what the suite itself costs
-    inner = env.unwrapped.env.unwrapped
-    inner.reset(seed=seed)
-    native = 0.0
-    low, high = inner.action_space.low, inner.action_space.high
-    for _ in range(steps):
-        a = rng.uniform(low, high).astype(np.float32)  # in the suite's own action space
-        t0 = time.perf_counter()
-        out = inner.step(a)
-        native += time.perf_counter() - t0
-        if out[2] or out[3]:
-            inner.reset()
+    native = step_time(env.unwrapped.env.unwrapped, steps, rng, seed)
     d2 = mujoco.MjData(m)
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     st = np.zeros(mujoco.mj_stateSize(m, spec))
@@ -102,8 +97,12 @@ def success(env, episodes: int, expert=None) -> dict:
                 break
         ok.append(bool(info["is_success"]))
         lens.append(n)
-    return {"success_rate": float(np.mean(ok)), "episodes": episodes, "mean_len": float(np.mean(lens)),
-            "wall_s": time.perf_counter() - t0}
+    return {
+        "success_rate": float(np.mean(ok)),
+        "episodes": episodes,
+        "mean_len": float(np.mean(lens)),
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 def main():

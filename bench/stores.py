@@ -1,0 +1,27 @@
+"""Episode-store helpers shared by the bench scripts (run as `python bench/<script>.py`, so `import stores`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from robolearn.data.store import Episode, EpisodeWriter, iter_episodes, read_info
+
+
+def first_episodes(src: Path, n: int, dst: Path) -> int:
+    """The first n episodes of src as a new store dst; returns their steps (= expert labels).
+
+    Written to a temporary file that replaces dst only when complete, so an interrupted bench never leaves
+    a partial subset behind; an existing dst (from an earlier, resumed run) is kept and counted."""
+    if dst.exists():
+        return sum(read_info(dst).lengths.values())
+    info = read_info(src)
+    tmp = dst.with_suffix(".tmp.hdf5")
+    tmp.unlink(missing_ok=True)
+    w = EpisodeWriter(tmp, info.env_id, info.env_kwargs)
+    steps = 0
+    for _, e in iter_episodes(src, info.demos[:n]):
+        w.append(Episode.from_stored(e))
+        steps += len(e["actions"])
+    w.close()
+    tmp.replace(dst)
+    return steps
