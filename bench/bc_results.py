@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--horizon", default="8/4", help="Tp/Ta (a non-default one is part of each result's key)")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default="runs/bc_results")
@@ -64,20 +65,22 @@ def main() -> None:
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     for head in a.heads:
         head_and_cfg(head)  # fail on a bad spec before any training
+    Tp, Ta = (int(v) for v in a.horizon.split("/"))
+    tag = "" if (Tp, Ta) == (8, 4) else f"@Tp{Tp}Ta{Ta}"
     for task in a.tasks:
         data = Path("datasets") / f"{task}.hdf5"
         if not data.exists():
             raise SystemExit(f"{data} missing: run `bash datasets/make_datasets.sh` first")
         for head in a.heads:
             for seed in a.seeds:
-                key = f"{task}/{head}/{seed}"
+                key = f"{task}/{head}{tag}/{seed}"
                 if key in cache:
                     continue
-                out = Path(a.runs) / task / f"{head.replace(':', '-').replace('=', '-').replace(',', '-')}_s{seed}"
+                out = Path(a.runs) / task / f"{head.replace(':', '-').replace('=', '-').replace(',', '-')}{tag}_s{seed}"
                 t0 = time.time()
                 name, head_cfg = head_and_cfg(head)
                 cfg = TrainConfig(
-                    policy=PolicyConfig(head=name, head_cfg=head_cfg), data=str(data), out=str(out),
+                    policy=PolicyConfig(head=name, head_cfg=head_cfg), data=str(data), out=str(out), Tp=Tp, Ta=Ta,
                     train=TrainLoopConfig(steps=a.steps, batch_size=a.batch_size, seed=seed, eval_episodes=0,
                                           val_every=500),
                 )
@@ -91,7 +94,7 @@ def main() -> None:
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
                 cache_path.write_text(json.dumps(cache, indent=2))
                 print(key, cache[key], flush=True)
-    print_table(cache, a.tasks, a.heads, a.seeds, a.episodes)
+    print_table(cache, a.tasks, [h + tag for h in a.heads], a.seeds, a.episodes)
 
 
 def print_table(cache, tasks, heads, seeds, episodes) -> None:

@@ -358,6 +358,18 @@ def yaw_from_quat(q) -> float:
     return float(np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)))
 
 
+def add_noise(actor, a, low=-1.0, high=1.0) -> np.ndarray:
+    """An actor's action with its Gaussian ``actor.noise`` added (drawn from ``actor.rng``), clipped to
+    [low, high]. The noise-free action is kept as ``actor.clean_action``: `robolearn record label=clean` stores
+    it while the noisy one is executed (DART: the demos visit perturbed states, labelled with what the expert
+    would do there)."""
+    a = np.asarray(a, np.float64)
+    actor.clean_action = np.clip(a, low, high).astype(np.float32)
+    if actor.noise > 0:
+        a = a + actor.rng.normal(0.0, actor.noise, a.shape)
+    return np.clip(a, low, high).astype(np.float32)
+
+
 def wrap(a: float) -> float:
     return (a + np.pi) % (2 * np.pi) - np.pi
 
@@ -378,10 +390,7 @@ class Expert:
             self.rng = np.random.default_rng(seed)
 
     def act(self, obs=None) -> np.ndarray:
-        a = np.asarray(self._act(), np.float64)
-        if self.noise > 0:
-            a = a + self.rng.normal(0.0, self.noise, a.shape)
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
+        return add_noise(self, self._act())
 
     def _act(self) -> np.ndarray:
         raise NotImplementedError

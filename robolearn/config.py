@@ -99,6 +99,11 @@ class RecordConfig:
         "range, disjoint from evaluation's [0, 10000000))",
     )
     noise: float = opt(0.0, "std of Gaussian noise added to the expert's actions (action units)")
+    label: str = opt(
+        "executed",
+        "action stored per step: executed (the noisy action that ran) | clean (the expert's noise-free action "
+        "in the state the noise led to: DART, Laskey et al. 2017; needs noise > 0 to differ)",
+    )
     obs_mode: str = opt("state", f"observations to store: {OBS_MODES}")
     reward_type: str = opt("dense", f"reward stored: {REWARD_TYPES}")
     env_kwargs: dict = opt(
@@ -130,6 +135,12 @@ class RecordConfig:
             choice("teleop", self.teleop, ("keyboard", "gamepad", "spacemouse"))
         positive("episodes", self.episodes)
         positive("noise", self.noise, zero_ok=True)
+        choice("label", self.label, ("executed", "clean"))
+        if self.label == "clean" and (self.expert == "random" or self.teleop is not None):
+            raise ConfigError(
+                "label=clean needs a scripted or checkpoint expert (a random actor or a teleop device has no "
+                "clean action). Fix: expert=scripted, or label=executed"
+            )
         choice("obs_mode", self.obs_mode, OBS_MODES)
         choice("reward_type", self.reward_type, REWARD_TYPES)
         choice("source", self.source, SOURCES)

@@ -92,10 +92,9 @@ class CheckpointActor:
             self.actor.reset()
 
     def act(self, obs):
-        a = np.asarray(self.actor.act(obs), np.float64)
-        if self.noise > 0:
-            a = a + self.rng.normal(0.0, self.noise, a.shape)
-        return np.clip(a, self.space.low, self.space.high).astype(np.float32)
+        from robolearn_envs.base import add_noise
+
+        return add_noise(self, self.actor.act(obs), self.space.low, self.space.high)
 
 
 class RandomActor:
@@ -113,16 +112,18 @@ class RandomActor:
         return self.rng.uniform(self.space.low, self.space.high).astype(np.float32)
 
 
-def run_episode(env, act: Callable, seed: int, render: bool = False, on_step=None):
-    """Roll out one episode; returns (EpisodeBuilder, last info, frames)."""
+def run_episode(env, act: Callable, seed: int, render: bool = False, on_step=None, label: Callable | None = None):
+    """Roll out one episode; returns (EpisodeBuilder, last info, frames). `label()`, if given, is the action
+    stored for each step (called after `act`), in place of the executed one."""
     obs, info = env.reset(seed=seed)
     b = EpisodeBuilder(obs, get_state(env))
     frames = [env.render()] if render else []
     while True:
         stop_point()
         a = np.asarray(act(obs), np.float32)
+        stored = a if label is None else np.asarray(label(), np.float32)
         obs, r, term, trunc, info = env.step(a)
-        b.add(a, obs, r, term, get_state(env))
+        b.add(stored, obs, r, term, get_state(env))
         if render:
             frames.append(env.render())
         if on_step is not None:
@@ -155,6 +156,8 @@ def record(cfg) -> dict:
     except BaseException:
         env.close()
         raise
+    # label=clean (DART): store the expert's noise-free action, which its act() just set
+    label = (lambda: expert.clean_action) if cfg.label == "clean" else None
     kept, successes, lengths, attempts = 0, 0, [], 0
     t0 = time.time()
     interrupted = completed = False
@@ -177,7 +180,7 @@ def record(cfg) -> dict:
                     attempts += 1
                     expert.reset(seed=seed)
                     render = cfg.video and attempts <= cfg.video_episodes
-                    b, info, frames = run_episode(env, expert.act, seed, render=render)
+                    b, info, frames = run_episode(env, expert.act, seed, render=render, label=label)
                     success = bool(info.get("is_success", False))
                     if render:
                         color = (0, 200, 0) if success else (220, 0, 0)

@@ -94,3 +94,31 @@ def test_loop_on_locomotion_with_a_checkpoint_demonstrator(tmp_path):
     assert [r[0] for r in res["rows"]] == ["bc", "sac"]
     assert {src for src, _, _ in _episodes(tmp_path / "L" / "demos.hdf5")} == {"policy"}
     assert "demonstrator (checkpoint)" in (tmp_path / "L" / "report.md").read_text()
+
+
+def test_record_label_clean_stores_the_expert_action_in_the_noisy_states(tmp_path):
+    """DART: noise= perturbs the executed actions, label=clean stores what the expert would do in the states
+    that noise led to. Replaying the executed (noisy) actions revisits those states, where the stored labels
+    are the expert's noise-free actions."""
+    out = tmp_path / "dart.hdf5"
+    assert main(["record", "env=robolearn/Lift-v0", "episodes=1", "noise=0.3", "label=clean", f"out={out}"]) == 0
+    (_, seed, stored), = _episodes(out)
+    env = make_env("robolearn/Lift-v0")
+    expert = make_expert(env, "scripted", noise=0.3, seed=seed)
+    obs, _ = env.reset(seed=seed)
+    expert.reset(seed=seed)
+    executed = []
+    for label in stored:
+        a = expert.act(obs)
+        np.testing.assert_allclose(expert.clean_action, label, rtol=0, atol=1e-6)
+        executed.append(a)
+        obs, *_ = env.step(a)
+    env.close()
+    assert np.abs(np.array(executed) - stored).max() > 0.1  # the executed actions were the noisy ones
+    assert set(np.unique(stored[:, 4])) <= {-1.0, 1.0}  # the expert's gripper command is exactly open/closed
+
+
+def test_record_label_clean_needs_an_expert_with_a_clean_action(tmp_path, capsys):
+    rc = main(["record", "env=robolearn/Lift-v0", "expert=random", "label=clean", f"out={tmp_path / 'x.hdf5'}"])
+    assert rc == 2 and "label=clean needs a scripted or checkpoint expert" in capsys.readouterr().err
+    assert not (tmp_path / "x.hdf5").exists()

@@ -37,6 +37,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium import spaces
+from robolearn_envs.base import add_noise
 
 STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 EE_STEP = 0.025  # gym_hil.wrappers.hil_wrappers.DEFAULT_EE_STEP_SIZE
@@ -198,9 +199,7 @@ class PandaPickExpert:
             a = self._to((cube[0], cube[1], z), -1.0)
         else:  # descend
             a = self._to(cube, -1.0)
-        if self.noise > 0:
-            a = a + self.rng.normal(0.0, self.noise, a.shape)
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
+        return add_noise(self, a)
 
 
 def wrap(env: gym.Env, max_episode_steps: int | None = None, **kw) -> gym.Env:

@@ -41,6 +41,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium import spaces
+from robolearn_envs.base import add_noise
 
 # Meta-World's policies warn on every call whose proportional gain saturates the [-1, 1] action: by design.
 warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
@@ -197,9 +198,7 @@ class MetaWorldExpert:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Constant(s) may be too high": saturating by design
             a = np.asarray(self.policy.get_action(flat_obs(obs)), np.float64)
-        if self.noise > 0:
-            a = a + self.rng.normal(0.0, self.noise, a.shape)
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
+        return add_noise(self, a)
 
 
 def find_metaworld(env) -> MetaWorldAdapter:

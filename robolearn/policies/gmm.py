@@ -38,6 +38,10 @@ class GMMConfig:
     """Keep each env's drawn component across re-plans while it stays likely (see the module docstring)."""
     hold_min_weight: float = 0.1
     """hold_mode: keep the component while its weight >= this fraction of the largest component weight."""
+    resp_floor: float = 0.0
+    """Training: each component's mean/std also learns from every sample with responsibility >= resp_floor / K
+    (an EM-style surrogate of the NLL; 0 = the plain NLL gradient). Keeps starved components alive, so a broad
+    component covering two modes can be split (see `loss`)."""
 
     def __post_init__(self):
         if any(int(h) <= 0 for h in self.hidden):
@@ -52,6 +56,8 @@ class GMMConfig:
             raise ValueError(f"GMMConfig.sample_mode={self.sample_mode!r}; valid options: 'sample', 'mode'")
         if self.temperature < 0:
             raise ValueError(f"GMMConfig.temperature={self.temperature!r}: must be >= 0")
+        if not 0.0 <= self.resp_floor < 1.0:
+            raise ValueError(f"GMMConfig.resp_floor={self.resp_floor!r}: must be in [0, 1)")
         if not 0.0 <= self.hold_min_weight <= 1.0:
             raise ValueError(f"GMMConfig.hold_min_weight={self.hold_min_weight!r}: must be in [0, 1]")
 
@@ -79,17 +85,34 @@ class GMMHead(ActionHead):
         std = F.softplus(raw_std).view(-1, K, D) + self.cfg.min_std
         return logits, mean.view(-1, K, D), std
 
-    def log_prob(self, cond: Tensor, action: Tensor) -> Tensor:
-        """cond (B, C), action (B, Tp, Da) normalised -> log p(action | cond) (B,) in normalised space."""
+    def _terms(self, cond: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """-> log mixture weights (B, K) and per-component log-densities log N_k(action) (B, K)."""
         logits, mean, std = self.dist_params(cond)
         x = action.reshape(-1, 1, self.D)
         comp = (-0.5 * ((x - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)  # (B, K)
-        return torch.logsumexp(torch.log_softmax(logits, -1) + comp, dim=-1)
+        return torch.log_softmax(logits, -1), comp
+
+    def log_prob(self, cond: Tensor, action: Tensor) -> Tensor:
+        """cond (B, C), action (B, Tp, Da) normalised -> log p(action | cond) (B,) in normalised space."""
+        log_w, comp = self._terms(cond, action)
+        return torch.logsumexp(log_w + comp, dim=-1)
 
     def loss(self, cond: Tensor, action: Tensor) -> tuple[Tensor, dict[str, float]]:
-        # Per-dimension NLL keeps the loss scale (and lr) independent of the chunk size.
-        nll = -self.log_prob(cond, action).mean() / self.D
-        return nll, {"loss/nll_per_dim": nll.item()}
+        log_w, comp = self._terms(cond, action)
+        joint = log_w + comp
+        nll = -torch.logsumexp(joint, dim=-1).mean()
+        info = {"loss/nll_per_dim": nll.item() / self.D}
+        if self.cfg.resp_floor == 0:
+            # Per-dimension NLL keeps the loss scale (and lr) independent of the chunk size.
+            return nll / self.D, info
+        # EM surrogate with the NLL's gradient plus a floor: with responsibilities r = softmax(log w + log N),
+        # d NLL = -sum_k r_k d log N_k - sum_k r_k d log w_k. Here the components learn from
+        # r' = (1 - e) r + e / K instead, so a component no sample is assigned to still follows the data
+        # (conditioned on the state) and can take over one of the modes a broad neighbour covers.
+        r = torch.softmax(joint, -1).detach()
+        e, K = self.cfg.resp_floor, self.cfg.num_modes
+        surrogate = -(((1 - e) * r + e / K) * comp).sum(-1).mean() - (r * log_w).sum(-1).mean()
+        return surrogate / self.D, info
 
     def sample(self, cond: Tensor, generator=None, memory: dict | None = None) -> Tensor:
         """memory: the caller's per-env state ({"gmm_k": (B,) long, -1 = none yet}); with hold_mode the drawn
