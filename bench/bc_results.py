@@ -25,7 +25,7 @@ import yaml
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.eval.runner import evaluate_policy
-from robolearn.policies import HEADS, PolicyConfig, load_policy
+from robolearn.policies import HEADS, PolicyConfig, load_policy, policy_horizon
 
 # diffusion/flow use the MLP denoiser here: the chunks are short (Tp=8) and it trains ~10x faster on CPU
 HEAD_CFG = {"diffusion": {"denoiser": "mlp"}, "flow": {"denoiser": "mlp"}}
@@ -54,7 +54,9 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--horizon", default="8/4", help="Tp/Ta (a non-default one is part of each result's key)")
+    ap.add_argument("--horizon", default=None,
+                    help="Tp/Ta for every head (default: each head's own, policy_horizon; one other than 8/4 is part "
+                         "of the result's key, e.g. reacharound/gmm@Tp1Ta1/0)")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default="runs/bc_results")
@@ -65,18 +67,18 @@ def main() -> None:
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     for head in a.heads:
         head_and_cfg(head)  # fail on a bad spec before any training
-    Tp, Ta = (int(v) for v in a.horizon.split("/"))
-    tag = "" if (Tp, Ta) == (8, 4) else f"@Tp{Tp}Ta{Ta}"
+    fixed = tuple(int(v) for v in a.horizon.split("/")) if a.horizon else None
     for task in a.tasks:
         data = Path("datasets") / f"{task}.hdf5"
         if not data.exists():
             raise SystemExit(f"{data} missing: run `bash datasets/make_datasets.sh` first")
         for head in a.heads:
             for seed in a.seeds:
-                key = f"{task}/{head}{tag}/{seed}"
+                Tp, Ta = fixed or policy_horizon(head_and_cfg(head)[0])
+                key = f"{task}/{head}{tag(Tp, Ta)}/{seed}"
                 if key in cache:
                     continue
-                out = Path(a.runs) / task / f"{head.replace(':', '-').replace('=', '-').replace(',', '-')}{tag}_s{seed}"
+                out = Path(a.runs) / task / f"{head.replace(':', '-').replace('=', '-').replace(',', '-')}{tag(Tp, Ta)}_s{seed}"
                 t0 = time.time()
                 name, head_cfg = head_and_cfg(head)
                 cfg = TrainConfig(
@@ -94,7 +96,12 @@ def main() -> None:
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
                 cache_path.write_text(json.dumps(cache, indent=2))
                 print(key, cache[key], flush=True)
-    print_table(cache, a.tasks, [h + tag for h in a.heads], a.seeds, a.episodes)
+    print_table(cache, a.tasks, [h + tag(*(fixed or policy_horizon(head_and_cfg(h)[0]))) for h in a.heads],
+                a.seeds, a.episodes)
+
+
+def tag(Tp: int, Ta: int) -> str:
+    return "" if (Tp, Ta) == (8, 4) else f"@Tp{Tp}Ta{Ta}"
 
 
 def print_table(cache, tasks, heads, seeds, episodes) -> None:

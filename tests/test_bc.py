@@ -12,7 +12,7 @@ import torch
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.config import RecordConfig
-from robolearn.policies import PolicyConfig, load_policy
+from robolearn.policies import PolicyConfig, load_policy, policy_horizon
 from robolearn.recording import record
 
 ROBOLEARN = str(Path(sys.executable).parent / "robolearn")
@@ -138,3 +138,18 @@ def test_intervention_weights(tmp_path):
     np.testing.assert_allclose(w[off + 10 : off + 15], 3.0)
     np.testing.assert_allclose(w[off + 8 : off + 10], 0.0)
     np.testing.assert_allclose(w[off : off + 8], 0.5)
+
+
+def test_horizon_defaults_to_the_heads_own(lift_demos, tmp_path):
+    """GMM trains per step (Tp=Ta=1, robomimic's layout: a chunk-wide mixture collapsed on ReachAround), the
+    other heads on 8-step chunks executed 4 at a time; an explicit Tp/Ta wins and Ta never exceeds Tp."""
+    assert policy_horizon("gmm") == (1, 1) and policy_horizon("flow") == (8, 4)
+    gmm = TrainConfig(policy=PolicyConfig(head="gmm"), data=str(lift_demos), out=str(tmp_path / "g"))
+    flow = TrainConfig(policy=PolicyConfig(head="flow"), data=str(lift_demos), out=str(tmp_path / "f"))
+    assert (gmm.Tp, gmm.Ta) == (1, 1) and (flow.Tp, flow.Ta) == (8, 4)
+    short = TrainConfig(policy=PolicyConfig(head="flow"), data=str(lift_demos), out=str(tmp_path / "s"), Tp=2)
+    assert (short.Tp, short.Ta) == (2, 2)
+    s = train(_cfg(lift_demos, tmp_path / "run", head="gmm", steps=5))
+    assert s["steps"] == 5
+    p = load_policy(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert (p.Tp, p.spec["Ta"]) == (1, 1)

@@ -32,7 +32,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from robolearn.config import ConfigError, choice, existing_file, in_range, opt, positive
-from robolearn.policies import HEADS, Policy, PolicyConfig, build_policy, policy_state
+from robolearn.policies import HEADS, Policy, PolicyConfig, build_policy, policy_horizon, policy_state
 from robolearn.policies.checkpoint import FORMAT, CheckpointError, load_state_into, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,8 @@ class TrainConfig:
     out: str = opt("runs/bc", "run folder: checkpoints/last.pt, TensorBoard log, config.yaml")
     resume: bool = opt(False, "continue the run in out/ from checkpoints/last.pt")
     To: int = opt(2, "observation history length")
-    Tp: int = opt(8, "predicted action chunk length")
-    Ta: int = opt(4, "actions executed per plan (receding horizon), <= Tp")
+    Tp: int | None = opt(None, "predicted action chunk length (default: the head's, see policy_horizon)")
+    Ta: int | None = opt(None, "actions executed per plan (receding horizon), <= Tp (default: the head's)")
     obs_keys: list[str] | None = opt(None, "observation keys to use (default: all in the file)")
     sources: list[str] | None = opt(None, "keep only episodes with these sources (default: all)")
     success_only: bool = opt(False, "keep only successful episodes")
@@ -120,6 +120,12 @@ class TrainConfig:
         if not self.out:
             raise ConfigError("out is required (e.g. out=runs/bc_lift)")
         positive("To", self.To)
+        choice("policy.head", self.policy.head, sorted(HEADS))
+        Tp, Ta = policy_horizon(self.policy.head)
+        if self.Tp is None:
+            self.Tp = Tp
+        if self.Ta is None:
+            self.Ta = min(Ta, self.Tp)
         positive("Tp", self.Tp)
         positive("Ta", self.Ta)
         if self.Ta > self.Tp:
@@ -131,7 +137,6 @@ class TrainConfig:
             existing_file("init_from", self.init_from)
         if self.normalizer_from:
             existing_file("normalizer_from", self.normalizer_from)
-        choice("policy.head", self.policy.head, sorted(HEADS))
         self.train.check("train.")
 
 

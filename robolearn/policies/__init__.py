@@ -18,6 +18,14 @@ HEADS: dict[str, tuple[type, type[ActionHead]]] = {
     "flow": (FlowConfig, FlowHead),
 }
 
+
+
+def policy_horizon(head: str) -> tuple[int, int]:
+    """The (Tp, Ta) a head trains and runs with unless told otherwise: its config's DEFAULT_HORIZON
+    (GMM: (1, 1), a mixture per action step as robomimic's), else the chunk default (8, 4)."""
+    return tuple(getattr(HEADS[head][0], "DEFAULT_HORIZON", (8, 4)))
+
+
 from robolearn.policies.checkpoint import build_policy, load_policy, policy_state  # noqa: E402
 from robolearn.policies.chunking import ActionChunker, ObsHistory  # noqa: E402
 from robolearn.policies.encoders import EncoderConfig  # noqa: E402
@@ -39,4 +47,5 @@ __all__ = [
     "load_policy",
     "ActionChunker",
     "ObsHistory",
+    "policy_horizon",
 ]
