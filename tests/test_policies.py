@@ -377,6 +377,23 @@ def test_config_validation_names_field():
 
 
 # ------------------------------------------------------------------------------------------------ normalizer
+def test_normalizer_floors_the_range_of_jittering_dims():
+    """A dim that only jitters (PushT's block z: 1.1 mm of contact jitter around 1.5 cm) must not be blown up:
+    min-max divides by at least MIN_RANGE, so a test-time jitter twice the training range stays well inside
+    [-1, 1] (it used to be scaled 1800x and hit the +-5 clamp)."""
+    from robolearn.data.normalizer import MIN_RANGE
+
+    g = np.random.default_rng(0)
+    x = np.stack([g.uniform(-0.12, 0.12, 500), 0.015 + g.uniform(-5.5e-4, 5.5e-4, 500)], 1).astype(np.float32)
+    norm = Normalizer.from_data({"block_pos": x})
+    scale = norm.stats["block_pos"].scale
+    assert scale[1] == pytest.approx(2.0 / MIN_RANGE) and scale[0] == pytest.approx(2.0 / np.ptp(x[:, 0]), rel=1e-5)
+    jitter = torch.tensor([[0.0, 0.015 + 1.1e-3]])
+    assert norm.normalize("block_pos", jitter)[0, 1].abs() < 0.1
+    y = norm.normalize("block_pos", torch.as_tensor(x))
+    assert y[:, 0].min() == pytest.approx(-1, abs=1e-5) and y[:, 0].max() == pytest.approx(1, abs=1e-5)
+
+
 def test_normalizer_round_trip_and_state_dict():
     g = np.random.default_rng(0)
     x = g.normal(size=(100, 3)).astype(np.float32) * 5 + 2

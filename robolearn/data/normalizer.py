@@ -15,10 +15,14 @@ from torch import Tensor, nn
 
 MODES = ("minmax", "meanstd")
 _EPS = 1e-6
-# A dim whose data range is below this is treated as constant (scale 1, centred). Without it, near-constant
-# dims (e.g. a cube's quaternion x/y, range ~1e-4 while it rests flat) are blown up ~1e4x, and the tiny
-# tilts seen at test time land far outside [-1, 1]: policies then act on noise.
-MIN_RANGE = 1e-3
+# A dim whose data range is below CONST_RANGE is treated as constant (scale 1, centred). Without it,
+# near-constant dims (e.g. a cube's quaternion x/y, range ~1e-4 while it rests flat) are blown up ~1e4x, and
+# the tiny tilts seen at test time land far outside [-1, 1]: policies then act on noise.
+CONST_RANGE = 1e-3
+# Above it, min-max scaling divides by at least MIN_RANGE: a dim that only jitters (PushT's block z, range
+# 1.1 mm from contact; the eef yaw, 5 mrad; the closed fingers, 3 mm) was scaled 400-1800x, so jitter filled
+# [-1, 1] in training and hit the +-5 clamp in rollouts. With the floor it moves the input by < 0.1.
+MIN_RANGE = 0.05
 
 
 # names a ModuleDict entry cannot take: its own attributes ("half", "type", "keys", "train", ...)
@@ -72,9 +76,9 @@ class Normalizer(nn.Module):
             mean, std = a.mean(0), a.std(0, unbiased=False)
             if modes.get(k, "minmax") == "minmax":
                 rng = hi - lo
-                const = rng < MIN_RANGE
+                const = rng < CONST_RANGE
                 # Constant dims: scale 1 and centre on 0 instead of dividing by ~0.
-                scale = torch.where(const, torch.ones_like(rng), 2.0 / rng.clamp_min(_EPS))
+                scale = torch.where(const, torch.ones_like(rng), 2.0 / rng.clamp_min(MIN_RANGE))
                 offset = -(hi + lo) / 2 * scale
             else:
                 safe = torch.where(std < _EPS, torch.ones_like(std), std)
