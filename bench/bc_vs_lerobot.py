@@ -1,0 +1,144 @@
+"""Learning, side by side: LeRobot's DiffusionPolicy and ours, trained on the same robolearn demos, the same
+horizons and step budget, scored by our evaluator on the same held-out seeds.
+
+    .venv/bin/python bench/bc_vs_lerobot.py --lerobot-python <lerobot venv>/bin/python \\
+        --tasks reacharound pusht1 --seeds 0 1 2 --steps 5000 --json bench/results/bc_vs_lerobot.json
+
+Per (task, seed): ours trains diffusion (the same 32-64-128 U-Net as LeRobot's row, DDIM-10) and flow (MLP
+denoiser) in-process with `robolearn train`'s trainer; LeRobot trains in its own interpreter
+(bench/lerobot_learn.py train) and is then served to `evaluate_policy` as an in-env actor (bench/lerobot_learn.py
+serve: one JSON line per env step, LeRobot's own observation and action queues). Both sides: 1 torch thread,
+batch 64, To=2, Tp=8, Ta=4, 50 episodes on evaluation seed 0 (env seeds 0..49; the demos use 10_000_000+).
+Results are cached in --json (a rerun skips finished runs). Each run is timed alone: never run two at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
+from robolearn.eval.runner import evaluate_policy
+from robolearn.policies import PolicyConfig, load_policy
+
+ENV = {"reacharound": "robolearn/ReachAround-v0", "pusht1": "robolearn/PushT-v1", "lift": "robolearn/Lift-v0"}
+OURS = {"diffusion": {"denoiser": "unet", "down_dims": [32, 64, 128]}, "flow": {"denoiser": "mlp"}}
+HERE = Path(__file__).resolve().parent
+
+
+class LeRobotActor:
+    """A LeRobot policy served by bench/lerobot_learn.py in LeRobot's interpreter: reset() / act(obs)."""
+
+    def __init__(self, python: str, model: Path):
+        self.p = subprocess.Popen(
+            [python, str(HERE / "lerobot_learn.py"), "serve", "--model", str(model)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        hello = json.loads(self.p.stdout.readline() or "{}")
+        if not hello.get("ready"):
+            raise SystemExit(f"bench/lerobot_learn.py serve did not start (exit {self.p.poll()})")
+        self.episode = 0
+
+    def _ask(self, msg: dict) -> dict:
+        self.p.stdin.write(json.dumps(msg) + "\n")
+        line = self.p.stdout.readline()
+        if not line:
+            raise SystemExit(f"bench/lerobot_learn.py serve died (exit {self.p.poll()})")
+        return json.loads(line)
+
+    def reset(self) -> None:
+        self._ask({"reset": self.episode})
+        self.episode += 1
+
+    def act(self, obs: dict) -> np.ndarray:
+        return np.asarray(self._ask({"obs": {k: np.asarray(v).tolist() for k, v in obs.items()}})["action"],
+                          np.float32)
+
+    def close(self) -> None:
+        self.p.stdin.close()
+        self.p.wait(timeout=30)
+
+
+def run_ours(task: str, head: str, seed: int, steps: int, runs: Path) -> dict:
+    out = runs / task / f"{head}_s{seed}"
+    cfg = TrainConfig(
+        policy=PolicyConfig(head=head, head_cfg=OURS[head]), data=f"datasets/{task}.hdf5", out=str(out),
+        Tp=8, Ta=4, train=TrainLoopConfig(steps=steps, batch_size=64, seed=seed, eval_episodes=0, val_every=0),
+    )
+    s = train(cfg)
+    if s.get("interrupted"):
+        raise SystemExit("training was interrupted: not recording a result")
+    r = evaluate_policy(load_policy(out / "checkpoints" / "last.pt"), ENV[task], {"obs_mode": "state"},
+                        episodes=50, seed=0)
+    return {"success_rate": r["success_rate"], "score": r.get("score"), "train_s": s["seconds"],
+            "params": s["params"]}
+
+
+def run_lerobot(task: str, seed: int, steps: int, runs: Path, python: str) -> dict:
+    out = runs / task / f"lerobot_s{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [python, str(HERE / "lerobot_learn.py"), "train", "--data", f"datasets/{task}.hdf5", "--out", str(out),
+           "--steps", str(steps), "--seed", str(seed), "--Tp", "8", "--Ta", "4"]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    meta = json.loads(done.stdout.strip().splitlines()[-1])
+    actor = LeRobotActor(python, out / "model.pt")
+    try:
+        r = evaluate_policy(actor, ENV[task], {"obs_mode": "state"}, episodes=50, seed=0)
+    finally:
+        actor.close()
+    return {"success_rate": r["success_rate"], "score": r.get("score"), "train_s": meta["train_s"],
+            "params": meta["params"], "versions": meta["versions"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lerobot-python", required=True)
+    ap.add_argument("--tasks", nargs="+", default=["reacharound", "pusht1"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--runs", default="runs/bc_vs_lerobot")
+    ap.add_argument("--json", default="bench/results/bc_vs_lerobot.json")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    path = Path(a.json)
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    runs = Path(a.runs)
+    for task in a.tasks:
+        for seed in a.seeds:
+            for impl in ("lerobot/diffusion", "ours/diffusion", "ours/flow"):
+                key = f"{task}/{impl}/{seed}"
+                if key in cache:
+                    continue
+                t0 = time.time()
+                if impl == "lerobot/diffusion":
+                    row = run_lerobot(task, seed, a.steps, runs, a.lerobot_python)
+                else:
+                    row = run_ours(task, impl.split("/")[1], seed, a.steps, runs)
+                cache[key] = {**row, "steps": a.steps, "total_s": time.time() - t0}
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(cache, indent=2))
+                print(key, cache[key], flush=True)
+    print(f"\n{a.steps} steps, batch 64, To=2 Tp=8 Ta=4, 50 held-out episodes; median [min-max] over seeds {a.seeds}\n")
+    print("| task | policy | success | PushT score | train wall s (1 thread) |")
+    print("|---|---|---|---|---|")
+    for task in a.tasks:
+        for impl in ("lerobot/diffusion", "ours/diffusion", "ours/flow"):
+            rows = [cache[k] for k in (f"{task}/{impl}/{s}" for s in a.seeds) if k in cache]
+            if not rows:
+                continue
+            sr = [r["success_rate"] for r in rows]
+            sc = [r["score"] for r in rows if r.get("score") is not None]
+            ts = np.median([r["train_s"] for r in rows])
+            score = f"{np.median(sc):.2f}" if sc else "-"
+            print(f"| {task} | {impl} | {np.median(sr):.0%} [{min(sr):.0%}-{max(sr):.0%}] | {score} | {ts:.0f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
