@@ -31,6 +31,7 @@ from robolearn.policies import PolicyConfig, load_policy
 ENV = {"reacharound": "robolearn/ReachAround-v0", "pusht1": "robolearn/PushT-v1", "lift": "robolearn/Lift-v0"}
 OURS = {"diffusion": {"denoiser": "unet", "down_dims": [32, 64, 128]}, "flow": {"denoiser": "mlp"}}
 HERE = Path(__file__).resolve().parent
+IMPLS = ("lerobot/diffusion", "ours/diffusion", "ours/flow")
 
 
 class LeRobotActor:
@@ -81,11 +82,11 @@ def run_ours(task: str, head: str, seed: int, steps: int, runs: Path) -> dict:
             "params": s["params"]}
 
 
-def run_lerobot(task: str, seed: int, steps: int, runs: Path, python: str) -> dict:
-    out = runs / task / f"lerobot_s{seed}"
+def run_lerobot(task: str, seed: int, steps: int, runs: Path, python: str, floor: float = 0.0) -> dict:
+    out = runs / task / (f"lerobot_s{seed}" if not floor else f"lerobot_floor{floor}_s{seed}")
     out.mkdir(parents=True, exist_ok=True)
     cmd = [python, str(HERE / "lerobot_learn.py"), "train", "--data", f"datasets/{task}.hdf5", "--out", str(out),
-           "--steps", str(steps), "--seed", str(seed), "--Tp", "8", "--Ta", "4"]
+           "--steps", str(steps), "--seed", str(seed), "--Tp", "8", "--Ta", "4", "--range-floor", str(floor)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     meta = json.loads(done.stdout.strip().splitlines()[-1])
     actor = LeRobotActor(python, out / "model.pt")
@@ -105,6 +106,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--runs", default="runs/bc_vs_lerobot")
     ap.add_argument("--json", default="bench/results/bc_vs_lerobot.json")
+    ap.add_argument("--range-floor", type=float, default=0.0,
+                    help="also run LeRobot with its observation ranges floored at this (robolearn's MIN_RANGE, 0.05)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     path = Path(a.json)
@@ -112,13 +115,14 @@ def main() -> None:
     runs = Path(a.runs)
     for task in a.tasks:
         for seed in a.seeds:
-            for impl in ("lerobot/diffusion", "ours/diffusion", "ours/flow"):
+            for impl in IMPLS + (("lerobot/diffusion+floor",) if a.range_floor else ()):
                 key = f"{task}/{impl}/{seed}"
                 if key in cache:
                     continue
                 t0 = time.time()
-                if impl == "lerobot/diffusion":
-                    row = run_lerobot(task, seed, a.steps, runs, a.lerobot_python)
+                if impl.startswith("lerobot/"):
+                    floor = a.range_floor if impl.endswith("+floor") else 0.0
+                    row = run_lerobot(task, seed, a.steps, runs, a.lerobot_python, floor)
                 else:
                     row = run_ours(task, impl.split("/")[1], seed, a.steps, runs)
                 cache[key] = {**row, "steps": a.steps, "total_s": time.time() - t0}
@@ -129,7 +133,7 @@ def main() -> None:
     print("| task | policy | success | PushT score | train wall s (1 thread) |")
     print("|---|---|---|---|---|")
     for task in a.tasks:
-        for impl in ("lerobot/diffusion", "ours/diffusion", "ours/flow"):
+        for impl in (*IMPLS, "lerobot/diffusion+floor"):
             rows = [cache[k] for k in (f"{task}/{impl}/{s}" for s in a.seeds) if k in cache]
             if not rows:
                 continue

@@ -50,8 +50,12 @@ def load(path: str):
     return robot, task, eps
 
 
-def minmax(x: np.ndarray) -> dict:
-    return {"min": x.min(0).tolist(), "max": x.max(0).tolist()}
+def minmax(x: np.ndarray, floor: float = 0.0) -> dict:
+    """Per-dim min/max; with floor > 0, a range below it is widened to it (centred), as robolearn's normaliser
+    does (its MIN_RANGE): the --range-floor ablation. LeRobot's own MIN_MAX has no floor."""
+    lo, hi = x.min(0), x.max(0)
+    pad = np.maximum(floor - (hi - lo), 0.0) / 2
+    return {"min": (lo - pad).tolist(), "max": (hi + pad).tolist()}
 
 
 def norm(x, s):  # LeRobot's MIN_MAX: (x - min) / (max - min + 1e-8) * 2 - 1
@@ -93,8 +97,8 @@ def train(a) -> None:
     rng = np.random.default_rng(a.seed)
     robot, task, eps = load(a.data)
     stats = {
-        "state": minmax(np.concatenate([e[0] for e in eps])),
-        "env": minmax(np.concatenate([e[1] for e in eps])),
+        "state": minmax(np.concatenate([e[0] for e in eps]), a.range_floor),
+        "env": minmax(np.concatenate([e[1] for e in eps]), a.range_floor),
         "action": minmax(np.concatenate([e[2] for e in eps])),
     }
     eps = [(norm(s, stats["state"]), norm(v, stats["env"]), norm(x, stats["action"])) for s, v, x in eps]
@@ -186,6 +190,8 @@ def main() -> None:
     t.add_argument("--embed", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--range-floor", type=float, default=0.0,
+                   help="ablation: widen each observation dim's min-max range to at least this (0 = LeRobot's own)")
     s = sub.add_parser("serve")
     s.add_argument("--model", required=True)
     s.add_argument("--threads", type=int, default=1)
