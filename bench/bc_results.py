@@ -4,7 +4,9 @@
     .venv/bin/python bench/bc_results.py --tasks reacharound lift pusht --seeds 0 1 2 --steps 1500
 
 A head may carry config overrides, ``head:key=value,key=value`` (values parsed as YAML), e.g.
-``--heads gmm gmm:sample_mode=mode``: each variant is its own row.
+``--heads gmm gmm:sample_mode=mode``: each variant is its own row. Every head trains at its own default horizon
+(GMM per step, the others Tp=8/Ta=4) unless ``--horizon Tp/Ta`` sets one for all; a horizon other than 8/4
+is part of the result's key (``reacharound/gmm@Tp1Ta1/0``).
 
 Each (task, head, seed) trains `robolearn train`'s trainer in-process, then evaluates the EMA policy on the
 fixed evaluation seeds (env seeds 0..episodes-1, the same for every head). Results are cached in
