@@ -19,7 +19,6 @@ HEADS: dict[str, tuple[type, type[ActionHead]]] = {
 }
 
 
-
 def policy_horizon(head: str) -> tuple[int, int]:
     """The (Tp, Ta) a head trains and runs with unless told otherwise: its config's DEFAULT_HORIZON
     (GMM: (1, 1), a mixture per action step as robomimic's), else the chunk default (8, 4)."""
