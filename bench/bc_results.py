@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from stores import TASK_ENV
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.eval.runner import evaluate_policy
@@ -31,8 +32,6 @@ from robolearn.policies import HEADS, PolicyConfig, load_policy, policy_horizon
 
 # diffusion/flow use the MLP denoiser here: the chunks are short (Tp=8) and it trains ~10x faster on CPU
 HEAD_CFG = {"diffusion": {"denoiser": "mlp"}, "flow": {"denoiser": "mlp"}}
-ENV = {"lift": "robolearn/Lift-v0", "pusht": "robolearn/PushT-v0", "pusht1": "robolearn/PushT-v1",
-       "reacharound": "robolearn/ReachAround-v0", "peginsert": "robolearn/PegInsert-v0"}
 
 
 def head_and_cfg(spec: str) -> tuple[str, dict | None]:
@@ -67,22 +66,22 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     cache_path = Path(a.json)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    for head in a.heads:
-        head_and_cfg(head)  # fail on a bad spec before any training
+    specs = {head: head_and_cfg(head) for head in a.heads}  # fails on a bad spec before any training
     fixed = tuple(int(v) for v in a.horizon.split("/")) if a.horizon else None
+    horizon = {head: fixed or policy_horizon(name) for head, (name, _) in specs.items()}
     for task in a.tasks:
         data = Path("datasets") / f"{task}.hdf5"
         if not data.exists():
             raise SystemExit(f"{data} missing: run `bash datasets/make_datasets.sh` first")
         for head in a.heads:
             for seed in a.seeds:
-                Tp, Ta = fixed or policy_horizon(head_and_cfg(head)[0])
+                Tp, Ta = horizon[head]
                 key = f"{task}/{head}{tag(Tp, Ta)}/{seed}"
                 if key in cache:
                     continue
                 out = Path(a.runs) / task / f"{head.replace(':', '-').replace('=', '-').replace(',', '-')}{tag(Tp, Ta)}_s{seed}"
                 t0 = time.time()
-                name, head_cfg = head_and_cfg(head)
+                name, head_cfg = specs[head]
                 cfg = TrainConfig(
                     policy=PolicyConfig(head=name, head_cfg=head_cfg), data=str(data), out=str(out), Tp=Tp, Ta=Ta,
                     train=TrainLoopConfig(steps=a.steps, batch_size=a.batch_size, seed=seed, eval_episodes=0,
@@ -90,7 +89,7 @@ def main() -> None:
                 )
                 s = train(cfg)
                 policy = load_policy(out / "checkpoints" / "last.pt")
-                r = evaluate_policy(policy, ENV[task], {"obs_mode": "state", "reward_type": "dense"},
+                r = evaluate_policy(policy, TASK_ENV[task], {"obs_mode": "state", "reward_type": "dense"},
                                     episodes=a.episodes, seed=0, Ta=policy.spec.get("Ta"))
                 cache[key] = {"success_rate": r["success_rate"], "success_ci": r["success_ci"], "score": r.get("score"),
                               "cycle_time_steps": r.get("cycle_time_steps"), "train_s": s["seconds"],
@@ -98,8 +97,7 @@ def main() -> None:
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
                 cache_path.write_text(json.dumps(cache, indent=2))
                 print(key, cache[key], flush=True)
-    print_table(cache, a.tasks, [h + tag(*(fixed or policy_horizon(head_and_cfg(h)[0]))) for h in a.heads],
-                a.seeds, a.episodes)
+    print_table(cache, a.tasks, [h + tag(*horizon[h]) for h in a.heads], a.seeds, a.episodes)
 
 
 def tag(Tp: int, Ta: int) -> str:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from stores import TASK_ENV
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.eval.runner import evaluate_policy
 from robolearn.policies import PolicyConfig, load_policy
 
-ENV = {"reacharound": "robolearn/ReachAround-v0", "pusht1": "robolearn/PushT-v1", "lift": "robolearn/Lift-v0"}
 OURS = {"diffusion": {"denoiser": "unet", "down_dims": [32, 64, 128]}, "flow": {"denoiser": "mlp"}}
 HERE = Path(__file__).resolve().parent
 IMPLS = ("lerobot/diffusion", "ours/diffusion", "ours/flow")
@@ -76,7 +76,7 @@ def run_ours(task: str, head: str, seed: int, steps: int, runs: Path) -> dict:
     s = train(cfg)
     if s.get("interrupted"):
         raise SystemExit("training was interrupted: not recording a result")
-    r = evaluate_policy(load_policy(out / "checkpoints" / "last.pt"), ENV[task], {"obs_mode": "state"},
+    r = evaluate_policy(load_policy(out / "checkpoints" / "last.pt"), TASK_ENV[task], {"obs_mode": "state"},
                         episodes=50, seed=0)
     return {"success_rate": r["success_rate"], "score": r.get("score"), "train_s": s["seconds"],
             "params": s["params"]}
@@ -91,7 +91,7 @@ def run_lerobot(task: str, seed: int, steps: int, runs: Path, python: str, floor
     meta = json.loads(done.stdout.strip().splitlines()[-1])
     actor = LeRobotActor(python, out / "model.pt")
     try:
-        r = evaluate_policy(actor, ENV[task], {"obs_mode": "state"}, episodes=50, seed=0)
+        r = evaluate_policy(actor, TASK_ENV[task], {"obs_mode": "state"}, episodes=50, seed=0)
     finally:
         actor.close()
     return {"success_rate": r["success_rate"], "score": r.get("score"), "train_s": meta["train_s"],

@@ -23,20 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stores import first_episodes
+from stores import TASK_ENV, first_episodes
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.algos.dagger import DaggerConfig, run_dagger
 from robolearn.data.store import read_info
 from robolearn.eval.runner import evaluate_policy
 from robolearn.policies import PolicyConfig, load_policy
-
-ENV = {
-    "lift": "robolearn/Lift-v0",
-    "pusht": "robolearn/PushT-v0",
-    "reacharound": "robolearn/ReachAround-v0",
-    "peginsert": "robolearn/PegInsert-v0",
-}
 
 
 def main():
@@ -62,7 +55,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     res_path = out / "results.json"
     res = json.loads(res_path.read_text()) if res_path.exists() else {}
-    env = ENV[a.task]
+    env = TASK_ENV[a.task]
     src = Path(a.data or Path("datasets") / f"{a.task}.hdf5")
     if not src.exists():
         from robolearn.config import RecordConfig

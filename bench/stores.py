@@ -6,6 +6,15 @@ from pathlib import Path
 
 from robolearn.data.store import Episode, EpisodeWriter, iter_episodes, read_info
 
+# the standard demo sets (datasets/<name>.hdf5, bash datasets/make_datasets.sh) and the task each is recorded in
+TASK_ENV = {
+    "lift": "robolearn/Lift-v0",
+    "pusht": "robolearn/PushT-v0",
+    "pusht1": "robolearn/PushT-v1",
+    "reacharound": "robolearn/ReachAround-v0",
+    "peginsert": "robolearn/PegInsert-v0",
+}
+
 
 def first_episodes(src: Path, n: int, dst: Path) -> int:
     """The first n episodes of src as a new store dst; returns their steps (= expert labels).
