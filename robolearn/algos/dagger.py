@@ -8,8 +8,8 @@ Behaviour cloning drifts off the demonstrations (compounding errors). Each round
      (beta_i = beta * beta_decay**i: the expert's action with probability beta_i, per step), and label EVERY
      visited state with the expert's action. Default beta=1: round 1 is the expert's own rollouts (more
      demos), round 2 a per-step 50/50 mixture. From a weak BC that beats beta=0.5 (PegInsert, 6 demos, 2 x 4
-     episodes, normaliser refitted, rollout seeds 0-3: 62 / 34 / 64 / 46% with 589-734 labels against
-     36 / 44 / 38 / 30% with 769-908): a learner that fails every episode spends 100 labels per episode on
+     episodes, normaliser refitted, rollout seeds 0-3: 58 / 36 / 42 / 68% with 620-748 labels against
+     44 / 64 / 40 / 54% with 807-933): a learner that fails every episode spends 100 labels per episode on
      states off the path. Stored with source="dagger"; `actions` holds the expert's
      labels, `policy_actions` the learner's proposals, `interventions` where the expert's action was run.
    - `mode=intervention` — HG-DAgger (Kelly et al. 2019): the learner drives; a human (teleop=<device>,
@@ -37,7 +37,7 @@ Behaviour cloning drifts off the demonstrations (compounding errors). Each round
    A retrain from scratch refits the normaliser on the aggregate (`refit_normalizer=false` keeps the initial
    BC checkpoint's; `retrain=finetune` keeps it by default, since its weights were trained on it). Measured
    on PegInsert from a 6-demo BC (MSE, 2 rounds x 4 episodes, 4 rollout seeds, 50 held-out episodes each):
-   refit 0.62 / 0.34 / 0.64 / 0.46 against keep 0.20 / 0.32 / 0.22 / 0.16. A few demos give narrow ranges,
+   refit 0.58 / 0.36 / 0.42 / 0.68 against keep 0.24 / 0.40 / 0.16 / 0.46 (README, "DAgger and interventions"). A few demos give narrow ranges,
    and the learner's states then sit far outside them; that costs more than the resolution a tumbled peg
    takes from a refitted range.
    Training on intervention episodes up-weights intervention steps (`intervention_weight`) and can drop
