@@ -48,6 +48,18 @@ table = "\n".join([
     "|---|---|---|---|---:|---:|", *rows,
     f"| median | {med('bc'):.0%} | {med('sac'):.0%} | {med('sacbest'):.0%} | | |"])
 print(table)
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(6, 3.8))
+for s in seeds:
+    c = runs[s]["curve"] or []
+    line, = ax.plot([h["step"] for h in c], [h["success_rate"] for h in c], marker=".", label=f"seed {s}: finetune's eval (20 ep)")
+    ax.scatter([0, steps], [runs[s]["bc"]["success_rate"], runs[s]["sac"]["success_rate"]], color=line.get_color(), marker="s", zorder=3)
+ax.scatter([], [], color="gray", marker="s", label="held out, 50 ep: BC (x=0), last (x=end)")
+ax.set(xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02), title=f"{env}: BC on {n} demos + SAC")
+ax.grid(alpha=0.3); ax.legend(fontsize=7, loc="lower right"); fig.tight_layout()
+fig.savefig(f"bench/results/hilserl_{name}.png", dpi=110)
 json.dump({"env": env, "finetune_args": os.environ.get("FT_ARGS", ""), "steps": steps, "demos": n, "seeds": seeds, "runs": runs, "table": table},
           open(f"bench/results/hilserl_{name}.json", "w"), indent=1)
 PY
