@@ -8,6 +8,11 @@ A head may carry config overrides, ``head:key=value,key=value`` (values parsed a
 (GMM per step, the others Tp=8/Ta=4) unless ``--horizon Tp/Ta`` sets one for all; a horizon other than 8/4
 is part of the result's key (``reacharound/gmm@Tp1Ta1/0``).
 
+``--image``: image + proprioception instead of the full state (the robomimic/diffusion_policy setup): demos are
+recorded with ``obs_mode=both`` into ``datasets/<task>_image.hdf5`` when missing (demo seeds 10_000_000..), the
+policy sees ``image_front`` (84x84, the conv encoder of ``robolearn.policies.encoders``) and the robot's own
+``eef_pos``, ``eef_yaw``, ``gripper`` (no object poses), and is evaluated with ``obs_mode=both``; keys get ``+image``.
+
 Each (task, head, seed) trains `robolearn train`'s trainer in-process, then evaluates the EMA policy on the
 fixed evaluation seeds (env seeds 0..episodes-1, the same for every head). Results are cached in
 --json (a rerun skips finished runs) and printed as a Markdown table: median success over training seeds
@@ -32,6 +37,9 @@ from robolearn.policies import HEADS, PolicyConfig, load_policy, policy_horizon
 
 # diffusion/flow use the MLP denoiser here: the chunks are short (Tp=8) and it trains ~10x faster on CPU
 HEAD_CFG = {"diffusion": {"denoiser": "mlp"}, "flow": {"denoiser": "mlp"}}
+
+
+IMAGE_KEYS = ["image_front", "eef_pos", "eef_yaw", "gripper"]
 
 
 def head_and_cfg(spec: str) -> tuple[str, dict | None]:
@@ -59,6 +67,8 @@ def main() -> None:
                     help="Tp/Ta for every head (default: each head's own, policy_horizon; one other than 8/4 is part "
                          "of the result's key, e.g. reacharound/gmm@Tp1Ta1/0)")
     ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--image", action="store_true", help="image + proprioception observations (see above)")
+    ap.add_argument("--demos", type=int, default=100, help="--image: demos to record when the file is missing")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default="runs/bc_results")
     ap.add_argument("--json", default="runs/bc_results/results.json")
@@ -69,27 +79,33 @@ def main() -> None:
     specs = {head: head_and_cfg(head) for head in a.heads}  # fails on a bad spec before any training
     fixed = tuple(int(v) for v in a.horizon.split("/")) if a.horizon else None
     horizon = {head: fixed or policy_horizon(name) for head, (name, _) in specs.items()}
+    obs_mode, obs_keys, suffix = ("both", IMAGE_KEYS, "+image") if a.image else ("state", None, "")
     for task in a.tasks:
-        data = Path("datasets") / f"{task}.hdf5"
+        data = Path("datasets") / f"{task}{'_image' if a.image else ''}.hdf5"
+        if a.image and not data.exists():
+            from robolearn.config import RecordConfig
+            from robolearn.recording import record
+
+            record(RecordConfig(env=TASK_ENV[task], episodes=a.demos, seed=10_000_000, obs_mode="both", out=str(data)))
         if not data.exists():
             raise SystemExit(f"{data} missing: run `bash datasets/make_datasets.sh` first")
         for head in a.heads:
             for seed in a.seeds:
                 Tp, Ta = horizon[head]
-                key = f"{task}/{head}{tag(Tp, Ta)}/{seed}"
+                key = f"{task}/{head}{tag(Tp, Ta)}{suffix}/{seed}"
                 if key in cache:
                     continue
-                out = Path(a.runs) / task / f"{head.replace(':', '-').replace('=', '-').replace(',', '-')}{tag(Tp, Ta)}_s{seed}"
+                out = Path(a.runs) / task / f"{head.replace(':', '-').replace('=', '-').replace(',', '-')}{tag(Tp, Ta)}{suffix}_s{seed}"
                 t0 = time.time()
                 name, head_cfg = specs[head]
                 cfg = TrainConfig(
-                    policy=PolicyConfig(head=name, head_cfg=head_cfg), data=str(data), out=str(out), Tp=Tp, Ta=Ta,
+                    policy=PolicyConfig(head=name, head_cfg=head_cfg), data=str(data), out=str(out), Tp=Tp, Ta=Ta, obs_keys=obs_keys,
                     train=TrainLoopConfig(steps=a.steps, batch_size=a.batch_size, seed=seed, eval_episodes=0,
                                           val_every=500),
                 )
                 s = train(cfg)
                 policy = load_policy(out / "checkpoints" / "last.pt")
-                r = evaluate_policy(policy, TASK_ENV[task], {"obs_mode": "state", "reward_type": "dense"},
+                r = evaluate_policy(policy, TASK_ENV[task], {"obs_mode": obs_mode, "reward_type": "dense"},
                                     episodes=a.episodes, seed=0, Ta=policy.spec.get("Ta"))
                 cache[key] = {"success_rate": r["success_rate"], "success_ci": r["success_ci"], "score": r.get("score"),
                               "cycle_time_steps": r.get("cycle_time_steps"), "train_s": s["seconds"],
@@ -97,7 +113,7 @@ def main() -> None:
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
                 cache_path.write_text(json.dumps(cache, indent=2))
                 print(key, cache[key], flush=True)
-    print_table(cache, a.tasks, [h + tag(*horizon[h]) for h in a.heads], a.seeds, a.episodes)
+    print_table(cache, a.tasks, [h + tag(*horizon[h]) + suffix for h in a.heads], a.seeds, a.episodes)
 
 
 def tag(Tp: int, Ta: int) -> str:
