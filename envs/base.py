@@ -35,10 +35,20 @@ vector is the complete episode state; ``set_state`` restores it and calls ``mj_f
 
 from __future__ import annotations
 
+import atexit
+import functools
+import weakref
+
 import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium import spaces
+
+def _close_env(ref: weakref.ref) -> None:
+    env = ref()
+    if env is not None:
+        env.close()
+
 
 TIMESTEP = 0.004
 FRAME_SKIP = 25
@@ -292,6 +302,11 @@ class RobolearnMujocoEnv(gym.Env):
             r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
             r.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
+            if not self._renderers:
+                # An env left open at exit would free its GL context after EGL is gone (a traceback on
+                # stderr at shutdown); close it while the interpreter still works.
+                self._close_at_exit = functools.partial(_close_env, weakref.ref(self))
+                atexit.register(self._close_at_exit)
             self._renderers[size] = r
         r.update_scene(self.data, camera=camera)
         return r.render()
@@ -300,6 +315,10 @@ class RobolearnMujocoEnv(gym.Env):
         for r in self._renderers.values():
             r.close()
         self._renderers.clear()
+        hook = getattr(self, "_close_at_exit", None)
+        if hook is not None:
+            atexit.unregister(hook)
+            self._close_at_exit = None
 
     # ------------------------------------------------------------------ state
     def get_state(self) -> np.ndarray:

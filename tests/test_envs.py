@@ -271,3 +271,23 @@ def test_push_t_v1_keeps_the_task():
         )
     e0.close()
     e1.close()
+
+
+def test_an_env_left_open_with_a_renderer_exits_without_a_traceback():
+    """Regression: an image env not closed before exit freed its EGL context after EGL was torn down, and
+    Python printed two EGLError tracebacks at shutdown. The env now closes its renderers at exit."""
+    import subprocess
+    import sys
+
+    code = (
+        "import robolearn\n"
+        "from robolearn.envutil import make_env\n"
+        "e = make_env('robolearn/ReachAround-v0', obs_mode='image')\n"
+        "o, _ = e.reset(seed=0)\n"
+        "assert o['image_front'].shape == (84, 84, 3)\n"
+        "print('rendered')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert r.returncode == 0, r.stderr
+    assert "rendered" in r.stdout
+    assert "Traceback" not in r.stderr and "EGLError" not in r.stderr, r.stderr
