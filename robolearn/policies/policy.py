@@ -61,7 +61,13 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PolicyConfig:
-        """Inverse of dataclasses.asdict (e.g. from a checkpoint's JSON)."""
+        """Inverse of dataclasses.asdict (e.g. from a checkpoint's JSON). Head-config fields an older checkpoint
+        lacks take the value it was trained with (the head config's CHECKPOINT_DEFAULTS), not today's default."""
+        d = _plain(d)
+        head, head_cfg = d.get("head"), d.get("head_cfg")
+        if isinstance(head_cfg, dict) and head in _heads():
+            old = getattr(_heads()[head][0], "CHECKPOINT_DEFAULTS", {})
+            d["head_cfg"] = {**old, **head_cfg}
         return _from_dict(cls, d, "PolicyConfig")
 
 
