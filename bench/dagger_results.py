@@ -44,7 +44,9 @@ def main():
     ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--modes", nargs="+", default=["expert", "intervention"])
     ap.add_argument("--chunk-labels", default="rollout", choices=["rollout", "visited"])
-    ap.add_argument("--uncertainty", type=float, default=None, help="mode=auto: its threshold (default: DaggerConfig's)")
+    ap.add_argument(
+        "--uncertainty", type=float, default=None, help="mode=auto: its threshold (default: DaggerConfig's)"
+    )
     ap.add_argument("--data", default=None, help="demo store (default datasets/<task>.hdf5)")
     ap.add_argument("--out", default="runs/dagger_results")
     ap.add_argument(

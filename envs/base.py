@@ -44,6 +44,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+
 def _close_env(ref: weakref.ref) -> None:
     env = ref()
     if env is not None:

@@ -287,7 +287,9 @@ def test_an_env_left_open_with_a_renderer_exits_without_a_traceback():
         "assert o['image_front'].shape == (84, 84, 3)\n"
         "print('rendered')\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ
+    )
     assert r.returncode == 0, r.stderr
     assert "rendered" in r.stdout
     assert "Traceback" not in r.stderr and "EGLError" not in r.stderr, r.stderr

@@ -90,9 +90,10 @@ class DiffusionHead(ActionHead):
         noise = torch.randn_like(action)
         t = torch.randint(0, self.cfg.num_train_timesteps, (B,), device=action.device)
         noisy = self.train_scheduler.add_noise(action, noise, t)
-        target = noise if self.cfg.prediction_type == "epsilon" else action
+        eps_pred = self.cfg.prediction_type == "epsilon"
+        target = noise if eps_pred else action
         loss = F.mse_loss(self.denoiser(noisy, t, cond).float(), target)  # float: under bf16 autocast too
-        return loss, {f"loss/{'eps' if self.cfg.prediction_type == 'epsilon' else 'x0'}_mse": loss.item()}
+        return loss, {"loss/eps_mse" if eps_pred else "loss/x0_mse": loss.item()}
 
     def sample(self, cond: Tensor, generator=None) -> Tensor:
         B, S = cond.shape[0], len(self._ddim)

@@ -64,10 +64,9 @@ class PolicyConfig:
         """Inverse of dataclasses.asdict (e.g. from a checkpoint's JSON). Head-config fields an older checkpoint
         lacks take the value it was trained with (the head config's CHECKPOINT_DEFAULTS), not today's default."""
         d = _plain(d)
-        head, head_cfg = d.get("head"), d.get("head_cfg")
-        if isinstance(head_cfg, dict) and head in _heads():
-            old = getattr(_heads()[head][0], "CHECKPOINT_DEFAULTS", {})
-            d["head_cfg"] = {**old, **head_cfg}
+        heads, head, head_cfg = _heads(), d.get("head"), d.get("head_cfg")
+        if isinstance(head_cfg, dict) and head in heads:
+            d["head_cfg"] = {**getattr(heads[head][0], "CHECKPOINT_DEFAULTS", {}), **head_cfg}
         return _from_dict(cls, d, "PolicyConfig")
 
 
