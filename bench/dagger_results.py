@@ -47,12 +47,25 @@ def main():
     ap.add_argument(
         "--uncertainty", type=float, default=None, help="mode=auto: its threshold (default: DaggerConfig's)"
     )
+    ap.add_argument(
+        "--dagger-args",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra DaggerConfig fields for every DAgger run, e.g. drop_stalled=true stall_progress=0.5",
+    )
+    ap.add_argument(
+        "--tag",
+        default="",
+        help="suffix of the DAgger rows' keys (e.g. +stall), so a variant sits beside them",
+    )
     ap.add_argument("--data", default=None, help="demo store (default datasets/<task>.hdf5)")
     ap.add_argument("--out", default="runs/dagger_results")
     ap.add_argument(
         "--json", default=None, help="also write the results (+ args) here, e.g. bench/results/..."
     )
     a = ap.parse_args()
+    extra = dagger_overrides(a.dagger_args)
     torch.set_num_threads(1)
     out = Path(a.out) / a.task
     out.mkdir(parents=True, exist_ok=True)
@@ -107,14 +120,14 @@ def main():
             print(key, res[key], flush=True)
         n0 = a.bc_demos[0]
         for mode in a.modes:
-            key = f"{mode}/{seed}"
+            key = f"{mode}{a.tag}/{seed}"
             if key in res:
                 continue
             r = run_dagger(
                 DaggerConfig(
                     policy=str(out / f"bc_{n0}_s{seed}/checkpoints/last.pt"),
                     data=str(out / f"demos_{n0}.hdf5"),
-                    out=str(out / f"{mode}_s{seed}"),
+                    out=str(out / f"{mode}{a.tag}_s{seed}"),
                     mode=mode,
                     rounds=a.rounds,
                     episodes_per_round=a.episodes,
@@ -123,6 +136,7 @@ def main():
                     train=loop_cfg(seed),
                     chunk_labels=a.chunk_labels,
                     **({"uncertainty": a.uncertainty} if a.uncertainty is not None else {}),
+                    **extra,
                 )
             )
             res[key] = {
@@ -130,7 +144,14 @@ def main():
                 "history": [
                     {
                         k: h.get(k)
-                        for k in ("labels", "success_rate", "steps", "rollout_success", "hopeless_dropped")
+                        for k in (
+                            "labels",
+                            "success_rate",
+                            "steps",
+                            "rollout_success",
+                            "hopeless_dropped",
+                            "stalled_dropped",
+                        )
                     }
                     for h in r["history"]
                 ],
@@ -155,6 +176,22 @@ def main():
         )
 
 
+def dagger_overrides(pairs: list[str]) -> dict:
+    """KEY=VALUE strings as DaggerConfig fields, the values parsed as YAML (true, 0.5, rollout)."""
+    import dataclasses
+
+    import yaml
+
+    fields = {f.name for f in dataclasses.fields(DaggerConfig)}
+    out = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or k not in fields:
+            raise SystemExit(f"--dagger-args {p!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        out[k] = yaml.safe_load(v)
+    return out
+
+
 def report(res, a, out) -> str:
     import matplotlib
 
@@ -175,7 +212,7 @@ def report(res, a, out) -> str:
             ys.append(np.median(sr))
             say(f"| BC, {n} demos | {lab:.0f} | {np.median(sr):.0%} [{min(sr):.0%}-{max(sr):.0%}] |")
     ax.plot(xs, ys, marker="o", label="BC (more demos)")
-    for mode in a.modes:
+    for mode in [m + a.tag for m in a.modes]:
         hs = [res[f"{mode}/{s}"]["history"] for s in a.seeds if f"{mode}/{s}" in res]
         if not hs:
             continue

@@ -211,3 +211,28 @@ def test_takeovers_only_and_drop_hopeless(bc_run, tmp_path, monkeypatch):
         )
     )
     assert res["history"][-1]["hopeless_dropped"] == 2 and res["history"][-1]["steps"] == 2 * 3
+
+
+def test_drop_stalled_stops_or_hands_over_where_the_learner_makes_no_progress(bc_run, tmp_path, monkeypatch):
+    import robolearn.algos.dagger as dg
+
+    # the scratch expert always needs 20 more steps: whatever the learner does, it gets no closer
+    monkeypatch.setattr(dg.Scratch, "rollout", lambda self, s, t, n: (np.zeros((20, 5), np.float32), True))
+    kw = dict(eval_episodes=0, drop_stalled=True, hopeless_every=3, chunk_labels="visited", beta=0.0)
+    res = run_dagger(_cfg(bc_run, tmp_path / "s", "expert", **kw))
+    last = res["history"][-1]
+    assert last["stalled_dropped"] == 2 and last["hopeless_dropped"] == 0
+    # checked at step 3 (sets the mark), stalled at step 6
+    assert last["steps"] == 2 * 6 and last["round_labels"] == 2 * 6
+    res = run_dagger(_cfg(bc_run, tmp_path / "t", "expert", on_stall="takeover", **kw))
+    with h5py.File(tmp_path / "t" / "round_1" / "episodes.hdf5", "r") as f:
+        for d in f["data"]:
+            iv = f["data"][d]["interventions"][()].astype(bool)
+            assert len(iv) > 6 and not iv[:6].any() and iv[6:].all()  # beta=0: the learner, then the expert
+    # an expert's steps-to-go that shrinks as fast as the steps taken: never stalled
+    left = iter(range(1000, 0, -3))
+    monkeypatch.setattr(
+        dg.Scratch, "rollout", lambda self, s, t, n: (np.zeros((next(left), 5), np.float32), True)
+    )
+    res = run_dagger(_cfg(bc_run, tmp_path / "p", "expert", **kw))
+    assert res["history"][-1]["stalled_dropped"] == 0 and res["history"][-1]["steps"] > 2 * 6

@@ -121,7 +121,18 @@ class DaggerConfig:
     drop_hopeless: bool = opt(
         False, "stop an episode (and its labels) once the expert itself fails from the current state"
     )
-    hopeless_every: int = opt(10, "drop_hopeless: check every this many steps")
+    drop_stalled: bool = opt(
+        False,
+        "also stop an episode (and its labels) once the learner makes no progress: the expert's steps-to-success "
+        "from the current state shrank by less than stall_progress x the steps taken since the last check",
+    )
+    stall_progress: float = opt(0.25, "drop_stalled: least progress per step (the expert itself makes 1.0)")
+    on_stall: str = opt(
+        "stop",
+        "drop_stalled, mode=expert: stop the episode there, or takeover: the expert drives the rest of it "
+        "(labelled: a recovery demonstration from the learner's own stall)",
+    )
+    hopeless_every: int = opt(10, "drop_hopeless / drop_stalled: check every this many steps")
     seed: int = opt(0, "rollout seed base")
     train: TrainLoopConfig = field(default_factory=lambda: TrainLoopConfig(steps=1000, eval_episodes=0))
 
@@ -138,7 +149,9 @@ class DaggerConfig:
                 raise ConfigError(f"teleop={self.teleop!r} needs mode=intervention (got mode={self.mode!r})")
         choice("retrain", self.retrain, ("scratch", "finetune"))
         choice("chunk_labels", self.chunk_labels, CHUNK_LABELS)
+        choice("on_stall", self.on_stall, ("stop", "takeover"))
         positive("hopeless_every", self.hopeless_every)
+        in_range("stall_progress", self.stall_progress, 0.0, 1.0)
         positive("rounds", self.rounds)
         positive("episodes_per_round", self.episodes_per_round)
         in_range("beta", self.beta, 0.0, 1.0)
@@ -261,15 +274,25 @@ def collect_round(
         hist, chunker = ObsHistory(To), ActionChunker(Ta)
         h = hist.push({k: v[None] for k, v in obs.items()})
         b = EpisodeBuilder(obs, get_state(env))
-        hopeless, was_expert = False, False
+        hopeless, stalled, was_expert, to_go, taken = False, False, False, None, False
         while True:
             stop_point()
-            if cfg.drop_hopeless and scratch is not None and len(b) and len(b) % cfg.hopeless_every == 0:
-                if not scratch.rollout(get_state(env), len(b), None)[1]:
+            watch = cfg.drop_hopeless or cfg.drop_stalled
+            if watch and not taken and scratch is not None and len(b) and len(b) % cfg.hopeless_every == 0:
+                plan, ok = scratch.rollout(get_state(env), len(b), None)
+                if not ok:
                     hopeless = True  # the expert cannot succeed from here: label no further
                     break
+                if cfg.drop_stalled and to_go is not None:
+                    if len(plan) > to_go - cfg.stall_progress * cfg.hopeless_every:
+                        stalled = True  # the learner is not getting closer: its labels would repeat
+                        if cfg.on_stall == "takeover" and cfg.mode == "expert":
+                            taken = True  # the expert shows the way out of the learner's own stall
+                        else:
+                            break
+                to_go = len(plan)
             if cfg.mode == "expert":
-                use_expert = rng.random() < beta
+                use_expert = taken or rng.random() < beta
                 if use_expert != was_expert:
                     chunker.reset()  # control changes hands: the learner never resumes a stale plan
                 was_expert = use_expert
@@ -302,7 +325,7 @@ def collect_round(
         success = bool(info.get("is_success", False))
         successes += success
         steps += len(b)
-        extra = {"hopeless": True} if hopeless else {}
+        extra = {"hopeless": True} if hopeless else {"stalled": True} if stalled else {}
         writer.append(
             b.finish(
                 source,
@@ -325,6 +348,7 @@ def _round_stats(info) -> dict:
         "steps": int(sum(info.lengths.values())),
         "rollout_success": float(np.mean([bool(a.get("success")) for a in ea])),
         "hopeless_dropped": int(sum(bool(a.get("hopeless", False)) for a in ea)),
+        "stalled_dropped": int(sum(bool(a.get("stalled", False)) for a in ea)),
     }
 
 
@@ -416,6 +440,8 @@ def run_dagger(cfg: DaggerConfig) -> dict:
         "chunk_labels": cfg.chunk_labels,
         "drop_hopeless": cfg.drop_hopeless,
     }
+    if cfg.drop_stalled:  # only when on: runs from before the option still resume
+        inputs["drop_stalled"] = True
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     if state is not None and state.get("inputs") != inputs:
         old = state.get("inputs") or {}
@@ -440,7 +466,9 @@ def run_dagger(cfg: DaggerConfig) -> dict:
     rollout_chunks = cfg.chunk_labels == "rollout" and Tp > 1
     refit = cfg.refit_normalizer if cfg.refit_normalizer is not None else cfg.retrain == "scratch"
     scratch = (
-        Scratch(env_id, env_kwargs, cfg.expert, cfg.seed) if rollout_chunks or cfg.drop_hopeless else None
+        Scratch(env_id, env_kwargs, cfg.expert, cfg.seed)
+        if rollout_chunks or cfg.drop_hopeless or cfg.drop_stalled
+        else None
     )
     if not rollout_chunks:
         from robolearn.data.dataset import chunk_labels_path
