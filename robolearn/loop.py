@@ -270,6 +270,7 @@ def stage_dagger(cfg: LoopConfig, out: Path, demos: Path, policy: Path) -> Path:
             env=cfg.env,
             out=str(st.dir),
             mode=d.mode,
+            expert=cfg.expert,
             rounds=d.rounds,
             episodes_per_round=d.episodes_per_round,
             beta=d.beta,

@@ -236,3 +236,17 @@ def test_drop_stalled_stops_or_hands_over_where_the_learner_makes_no_progress(bc
     )
     res = run_dagger(_cfg(bc_run, tmp_path / "p", "expert", **kw))
     assert res["history"][-1]["stalled_dropped"] == 0 and res["history"][-1]["steps"] > 2 * 6
+
+
+def test_a_checkpoint_expert_refuses_what_needs_a_scripted_one(bc_run, tmp_path):
+    from robolearn.config import ConfigError
+
+    _, ck = bc_run
+    with pytest.raises(ConfigError, match="drop_stalled=true .* needs expert=scripted"):
+        _cfg(bc_run, tmp_path / "a", "expert", expert=str(ck), drop_stalled=True)
+    cfg = _cfg(bc_run, tmp_path / "b", "expert", expert=str(ck))
+    assert cfg.drop_stalled is False  # the default: on only where the expert can replay saved states
+    assert _cfg(bc_run, tmp_path / "c", "expert").drop_stalled is True
+    with pytest.raises(ConfigError, match="Tp=8-step chunks .* Fix: chunk_labels=visited"):
+        run_dagger(cfg)
+    assert not (tmp_path / "b" / "aggregate.hdf5").exists()  # refused before any work

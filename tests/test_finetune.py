@@ -403,3 +403,37 @@ def test_residual_std_stays_bounded(bc, tmp_path):
     clamped = log_std.clamp(actor.actor.log_std_min, actor.actor.log_std_max)
     assert float(clamped.max()) <= -1.0 + 1e-6
     assert actor.actor.log_std_max == -1.0
+
+
+def test_best_checkpoint_follows_return_where_there_is_no_success(tmp_path, monkeypatch):
+    """Locomotion has no success signal: best.pt is the evaluation with the highest return, not the first one
+    (the bug: a Hopper run kept its untrained step-0 actor as best.pt)."""
+    returns = iter([10.0, 50.0, 30.0, 20.0])  # step 0, 50, 100, 150; then the final evaluation
+
+    def fake_eval(actor, env_id, env_kwargs, episodes, seed=0, **kw):
+        r = next(returns, 0.0)
+        return {
+            "success_rate": 0.0,
+            "success_ci": [0.0, 0.0],
+            "return_mean": r,
+            "return_std": 0.0,
+            "cycle_time_steps": None,
+            "length_mean": 1.0,
+            "episodes": [],
+        }
+
+    monkeypatch.setattr(ft, "evaluate_actor", fake_eval)
+    finetune(
+        FinetuneConfig(
+            env="Hopper-v5",
+            bridge="none",
+            out=str(tmp_path / "h"),
+            steps=200,
+            learning_starts=20,
+            batch_size=16,
+            eval_every=50,
+            eval_episodes=1,
+            ckpt_every=50,
+        )
+    )
+    assert json.loads((tmp_path / "h" / "results.json").read_text())["best_step"] == 50

@@ -82,17 +82,28 @@ def test_record_expert_checkpoint_errors(tmp_path, capsys):
 
 def test_loop_on_locomotion_with_a_checkpoint_demonstrator(tmp_path):
     """The whole loop on Hopper-v5 with a trained agent as the demonstrator (tiny budgets: plumbing only)."""
-    from robolearn.loop import LoopConfig, LoopSACConfig, run_loop
+    from robolearn.loop import LoopConfig, LoopDaggerConfig, LoopSACConfig, run_loop
 
     finetune(FinetuneConfig(env="Hopper-v5", bridge="none", out=str(tmp_path / "sac"), steps=150,
                             learning_starts=50, eval_every=0, eval_episodes=1, batch_size=32))
     ck = tmp_path / "sac" / "checkpoints" / "last.pt"
     res = run_loop(LoopConfig(env="Hopper-v5", expert=str(ck), policy="mse", out=str(tmp_path / "L"),
-                              demo_episodes=2, stages=["bc", "sac"], eval_episodes=2, videos=0, To=1, Tp=1, Ta=1,
+                              demo_episodes=2, eval_episodes=2, videos=0, To=1, Tp=1, Ta=1,
                               bc=TrainLoopConfig(steps=20, batch_size=16, val_every=0, eval_episodes=0),
+                              dagger=LoopDaggerConfig(rounds=1, episodes_per_round=2, steps=10),
                               sac=LoopSACConfig(steps=120, eval_every=0, critic_warmup=10, reward_type="dense")))
-    assert [r[0] for r in res["rows"]] == ["bc", "sac"]
+    assert [r[0] for r in res["rows"]] == ["bc", "dagger", "sac"]
     assert {src for src, _, _ in _episodes(tmp_path / "L" / "demos.hdf5")} == {"policy"}
+    # the DAgger stage is labelled by the same checkpoint: every stored label is its action at the stored state
+    actor = make_expert(make_env("Hopper-v5"), str(ck))
+    n = 0
+    with h5py.File(tmp_path / "L" / "dagger" / "round_1" / "episodes.hdf5", "r") as f:
+        for g in f["data"].values():
+            assert g.attrs["source"] == "dagger"
+            for t in range(len(g["actions"])):
+                np.testing.assert_allclose(actor.act({"state": g["obs"]["state"][t]}), g["actions"][t], atol=1e-6)
+                n += 1
+    assert n > 0
     assert "demonstrator (checkpoint)" in (tmp_path / "L" / "report.md").read_text()
 
 

@@ -85,7 +85,11 @@ class DaggerConfig:
     env: str | None = opt(None, "task (default: the checkpoint's)")
     out: str = opt("runs/dagger", "run folder: aggregate.hdf5, round_<i>/ BC runs, results.json")
     mode: str = opt("expert", f"who labels: {MODES}")
-    expert: str = opt("scripted", "the oracle: scripted (the task's expert)")
+    expert: str = opt(
+        "scripted",
+        "the oracle: scripted (the task's expert) | a trained agent's checkpoint (.pt), e.g. a SAC agent on "
+        "Hopper-v5 (it acts from the observation, with its mean action; no expert rollouts from saved states)",
+    )
     teleop: str | None = opt(None, "mode=intervention with a person: keyboard | gamepad | spacemouse")
     rounds: int = opt(5, "DAgger rounds")
     episodes_per_round: int = opt(20, "learner episodes per round")
@@ -121,12 +125,13 @@ class DaggerConfig:
     drop_hopeless: bool = opt(
         False, "stop an episode (and its labels) once the expert itself fails from the current state"
     )
-    drop_stalled: bool = opt(
-        False,
+    drop_stalled: bool | None = opt(
+        None,
         "also stop an episode (and its labels) once the learner makes no progress: the expert's steps-to-success "
-        "from the current state shrank by less than stall_progress x the steps taken since the last check",
+        "from the current state shrank by less than stall_progress x the steps taken since the last check "
+        "(None: on with a scripted expert; see the module docstring)",
     )
-    stall_progress: float = opt(0.25, "drop_stalled: least progress per step (the expert itself makes 1.0)")
+    stall_progress: float = opt(0.5, "drop_stalled: least progress per step (the expert itself makes 1.0)")
     on_stall: str = opt(
         "stop",
         "drop_stalled, mode=expert: stop the episode there, or takeover: the expert drives the rest of it "
@@ -142,7 +147,19 @@ class DaggerConfig:
         )
         existing_file("data", self.data, "Pass the demos the policy was trained on.")
         choice("mode", self.mode, MODES)
-        choice("expert", self.expert, ("scripted",))
+        if self.expert != "scripted":
+            existing_file(
+                "expert", self.expert, "expert=scripted, or a trained agent's checkpoints/last.pt (a .pt file)."
+            )
+            wants = [k for k in ("drop_hopeless", "drop_stalled") if getattr(self, k)]
+            if wants:
+                raise ConfigError(
+                    f"{'/'.join(wants)}=true replays the expert from saved simulator states, which needs "
+                    f"expert=scripted (expert={self.expert!r} is a checkpoint). Fix: drop the option"
+                )
+            self.drop_stalled = False
+        elif self.drop_stalled is None:
+            self.drop_stalled = True
         if self.teleop is not None:
             choice("teleop", self.teleop, ("keyboard", "gamepad", "spacemouse"))
             if self.mode != "intervention":
@@ -429,6 +446,13 @@ def run_dagger(cfg: DaggerConfig) -> dict:
     env_kwargs = json.loads(ck.get("env_kwargs", "{}")) or data_info.env_kwargs
     tc = ck.get("train_config", {})
     pcfg = PolicyConfig.from_dict(json.loads(ck["config"]) if isinstance(ck["config"], str) else ck["config"])
+    Tp = int(tc.get("Tp", policy.spec["Tp"]))
+    if cfg.chunk_labels == "rollout" and Tp > 1 and cfg.expert != "scripted":
+        raise ConfigError(
+            f"the policy predicts Tp={Tp}-step chunks and chunk_labels=rollout labels them with the expert's own "
+            f"plan from saved simulator states, which needs expert=scripted (expert={cfg.expert!r} is a "
+            "checkpoint). Fix: chunk_labels=visited, or a policy trained with Tp=1"
+        )
     agg = out / "aggregate.hdf5"
     state_path = out / "dagger_state.json"
     inputs = {
@@ -440,7 +464,7 @@ def run_dagger(cfg: DaggerConfig) -> dict:
         "chunk_labels": cfg.chunk_labels,
         "drop_hopeless": cfg.drop_hopeless,
     }
-    if cfg.drop_stalled:  # only when on: runs from before the option still resume
+    if cfg.drop_stalled:  # only when on, as runs from before the option had it off
         inputs["drop_stalled"] = True
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     if state is not None and state.get("inputs") != inputs:
@@ -462,7 +486,6 @@ def run_dagger(cfg: DaggerConfig) -> dict:
         log.info("resuming DAgger at round %d", state["round"])
     env = make_env(env_id, render_mode="rgb_array" if cfg.teleop else None, **env_kwargs)
     expert = make_expert(env, cfg.expert, seed=cfg.seed)
-    Tp = int(tc.get("Tp", policy.spec["Tp"]))
     rollout_chunks = cfg.chunk_labels == "rollout" and Tp > 1
     refit = cfg.refit_normalizer if cfg.refit_normalizer is not None else cfg.retrain == "scratch"
     scratch = (

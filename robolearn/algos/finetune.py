@@ -341,7 +341,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
     def run_eval(step: int, final: bool = False) -> dict:
         """Periodic evaluations use eval seed 1 (env seeds 10000+i) and keep checkpoints/best.pt (highest
-        success, then shortest cycle time); the final one uses seed 0, the default of `robolearn eval`,
+        success, then shortest cycle time, then highest return: tasks without a success signal, such as
+        locomotion, are ranked by return); the final one uses seed 0, the default of `robolearn eval`,
         so evaluating best.pt there is not biased by the selection."""
         t0 = time.perf_counter()
         actor.eval()
@@ -349,7 +350,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         res = evaluate_actor(pol.fresh(), env_id, env_kwargs, cfg.eval_episodes, seed=0 if final else 1)
         actor.train()
         if not final:
-            key = (res["success_rate"], -(res["cycle_time_steps"] or float("inf")))
+            key = (res["success_rate"], -(res["cycle_time_steps"] or float("inf")), res["return_mean"])
             if best["key"] is None or list(key) > list(best["key"]):
                 best.update(key=list(key), step=step)
                 checkpoint(step, best_path)
