@@ -4,8 +4,12 @@
 #   residual  BC + SAC (the BC policy as the base of a residual actor, demos mixed into every batch)
 #   rlpd      SAC from scratch with the demos in the buffer (RLPD-style: 50% demo rows per batch)
 #   scratch   SAC from scratch, no demos
-#   OMP_NUM_THREADS=1 bash bench/locomotion_loop.sh NAME ENV EXPERT_CKPT DEMOS STEPS "SEEDS" [finetune overrides...]
+#   OMP_NUM_THREADS=1 [ARMS="residual rlpd scratch"] bash bench/locomotion_loop.sh NAME ENV EXPERT_CKPT DEMOS STEPS \
+#       "SEEDS" [finetune overrides...]
 #   e.g. bash bench/locomotion_loop.sh hopper Hopper-v5 runs/hopper/sac_expert/checkpoints/last.pt 20 30000 "0 1 2"
+# A variant arm is named <kind>_<tag> (kind: residual | rlpd | scratch) and takes this invocation's overrides,
+# e.g. ARMS=residual_warm bash bench/locomotion_loop.sh ... critic_warmup=5000; the table lists every arm run
+# for all SEEDS in runs/loco/NAME, with the overrides it ran with.
 # The demonstrator is scored by `robolearn eval` on 50 held-out episodes (env seeds 0..49); demos come from demo
 # seeds 10_000_000.., fine-tuning episodes from 30_000_000.. (robolearn/seeds.py). "Steps to 90%" reads each
 # run's periodic evaluations (eval_every, 5 episodes on eval seed 1): the first env step whose mean return is
@@ -24,17 +28,18 @@ for s in $SEEDS; do
   [[ -f $O/bc_s$s/checkpoints/last.pt ]] || $RL train policy=mse data="$D" out="$O/bc_s$s" To=1 Tp=1 Ta=1 \
       train.steps=5000 train.batch_size=256 train.seed="$s" train.eval_episodes=0
   [[ -f $O/eval_bc_s$s/results.json ]] || $RL eval policy="$O/bc_s$s/checkpoints/last.pt" episodes=50 out="$O/eval_bc_s$s"
-  for arm in residual rlpd scratch; do
+  for arm in ${ARMS:-residual rlpd scratch}; do
     case $arm in
-      residual) args=(policy="$O/bc_s$s/checkpoints/last.pt" demos="$D") ;;
-      rlpd) args=(bridge=none env="$ENV" demos="$D") ;;
-      scratch) args=(bridge=none env="$ENV") ;;
+      residual*) args=(policy="$O/bc_s$s/checkpoints/last.pt" demos="$D") ;;
+      rlpd*) args=(bridge=none env="$ENV" demos="$D") ;;
+      scratch*) args=(bridge=none env="$ENV") ;;
+      *) echo "arm $arm: its name must start with residual, rlpd or scratch" >&2; exit 2 ;;
     esac
     r=$O/${arm}_s$s
     if [[ ! -f $r/results.json ]]; then
       t0=$(date +%s)
       $RL finetune "${args[@]}" steps="$STEPS" eval_every=$EVERY eval_episodes=5 seed="$s" out="$r" "$@"
-      echo "{\"finetune_s\": $(($(date +%s) - t0))}" > "$r/wall.json"
+      echo "{\"finetune_s\": $(($(date +%s) - t0)), \"overrides\": \"$*\"}" > "$r/wall.json"
     fi
     [[ -f $O/eval_${arm}_s$s/results.json ]] || $RL eval policy="$r/checkpoints/last.pt" episodes=50 out="$O/eval_${arm}_s$s"
   done
@@ -45,7 +50,10 @@ O, seeds, steps, n, env, name, extra = sys.argv[1], sys.argv[2].split(), int(sys
 load = lambda p: json.load(open(p))  # noqa: E731
 expert = load(f"{O}/eval_expert/results.json")["return_mean"]
 goal = 0.9 * expert
-arms = ("residual", "rlpd", "scratch")
+import glob, os
+found = {os.path.basename(os.path.dirname(p)).rsplit("_s", 1)[0] for p in glob.glob(f"{O}/*_s*/wall.json")}
+arms = [a for a in ("residual", "rlpd", "scratch") if a in found]
+arms += sorted(a for a in found - set(arms) if all(os.path.exists(f"{O}/eval_{a}_s{s}/results.json") for s in seeds))
 runs = {}
 for s in seeds:
     bc = load(f"{O}/eval_bc_s{s}/results.json")["return_mean"]
@@ -55,7 +63,8 @@ for s in seeds:
         curve = [(h["step"], h["return_mean"]) for h in ft["history"]]
         hit = next((st for st, r in curve if r >= goal), None)
         runs[s][arm] = {"steps_to_90": hit, "last_return": load(f"{O}/eval_{arm}_s{s}/results.json")["return_mean"],
-                        "curve": curve, "wall_s": load(f"{O}/{arm}_s{s}/wall.json")["finetune_s"]}
+                        "curve": curve, "wall_s": load(f"{O}/{arm}_s{s}/wall.json")["finetune_s"],
+                        "overrides": load(f"{O}/{arm}_s{s}/wall.json").get("overrides", extra)}
 def med(vals):
     v = [x for x in vals if x is not None]
     return (statistics.median(v), min(v), max(v)) if v else None
@@ -65,20 +74,23 @@ bcm = med([runs[s]["bc_return"] for s in seeds])
 for arm in arms:
     hits = [runs[s][arm]["steps_to_90"] for s in seeds]
     reached = sum(h is not None for h in hits)
-    rows.append(f"| {arm} | {fmt(med([runs[s][arm]['last_return'] for s in seeds]))} | "
+    rows.append(f"| {arm} (`{runs[seeds[0]][arm]['overrides']}`) | {fmt(med([runs[s][arm]['last_return'] for s in seeds]))} | "
                 f"{fmt(med(hits))} ({reached}/{len(seeds)} reached) | "
+                f"{fmt(med([min(r for st, r in runs[s][arm]['curve'] if st > 0) for s in seeds]))} | "
                 f"{statistics.median(runs[s][arm]['wall_s'] for s in seeds) / 60:.1f} |")
 table = "\n".join([
     f"{env}: demonstrator {expert:.0f} (50 held-out episodes), 90% = {goal:.0f}; BC (MSE) on {n} of its episodes: "
     f"{fmt(bcm)}; then {steps} env steps of SAC per arm, seeds {' '.join(seeds)}",
-    "", "| arm | held-out return of last.pt, median [min-max] | env steps to 90% of the demonstrator, median [min-max] | wall (min) |",
-    "|---|---|---|---:|", *rows])
+    "", "| arm | held-out return of last.pt, median [min-max] | env steps to 90% of the demonstrator, median [min-max] | "
+    "lowest periodic return after step 0 | wall (min) |",
+    "|---|---|---|---|---:|", *rows])
 print(table)
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(6.5, 4))
-colors = {"residual": "tab:blue", "rlpd": "tab:orange", "scratch": "tab:gray"}
+palette = iter(["tab:blue", "tab:orange", "tab:gray", "tab:green", "tab:red", "tab:purple"])
+colors = {arm: next(palette) for arm in arms}
 for arm in arms:
     for i, s in enumerate(seeds):
         c = runs[s][arm]["curve"]
