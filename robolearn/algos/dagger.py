@@ -35,7 +35,7 @@ Behaviour cloning drifts off the demonstrations (compounding errors). Each round
    steps taken since the last check, the learner is stuck and its further labels would repeat the same
    correction, so the episode stops there (`stalled_dropped`; `on_stall=takeover` lets the expert finish it,
    labelled, instead). Measured on PegInsert (the learner hovers above the hole, 1-1.5 mm off the 0.8 mm the
-   expert waits for, and spent up to 70 labels per episode there): the same success with 26-35% fewer
+   expert waits for, and spent up to 70 labels per episode there): the same success with 26-37% fewer
    labels; on ReachAround it never fires. Off for HG-DAgger, where it cut the episodes before the takeovers.
    mode=expert resets the learner's chunk whenever control changes hands (no stale plan is resumed).
 3. aggregate: the round's episodes are recorded into `out/round_<i>/episodes.hdf5`, then appended to
