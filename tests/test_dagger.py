@@ -248,6 +248,8 @@ def test_a_checkpoint_expert_refuses_what_needs_a_scripted_one(bc_run, tmp_path)
     assert cfg.drop_stalled is False  # the default: on only where the expert can replay saved states
     assert _cfg(bc_run, tmp_path / "c", "expert").drop_stalled is True
     assert _cfg(bc_run, tmp_path / "d", "intervention").drop_stalled is False
+    with pytest.raises(ConfigError, match="on_stall=takeover acts on drop_stalled in mode=expert"):
+        _cfg(bc_run, tmp_path / "e", "intervention", on_stall="takeover")
     with pytest.raises(ConfigError, match="Tp=8-step chunks .* Fix: chunk_labels=visited"):
         run_dagger(cfg)
     assert not (tmp_path / "b" / "aggregate.hdf5").exists()  # refused before any work

@@ -156,7 +156,9 @@ class DaggerConfig:
         choice("mode", self.mode, MODES)
         if self.expert != "scripted":
             existing_file(
-                "expert", self.expert, "expert=scripted, or a trained agent's checkpoints/last.pt (a .pt file)."
+                "expert",
+                self.expert,
+                "expert=scripted, or a trained agent's checkpoints/last.pt (a .pt file).",
             )
             wants = [k for k in ("drop_hopeless", "drop_stalled") if getattr(self, k)]
             if wants:
@@ -174,6 +176,11 @@ class DaggerConfig:
         choice("retrain", self.retrain, ("scratch", "finetune"))
         choice("chunk_labels", self.chunk_labels, CHUNK_LABELS)
         choice("on_stall", self.on_stall, ("stop", "takeover"))
+        if self.on_stall == "takeover" and not (self.mode == "expert" and self.drop_stalled):
+            raise ConfigError(
+                f"on_stall=takeover acts on drop_stalled in mode=expert (got mode={self.mode!r}, "
+                f"drop_stalled={self.drop_stalled}). Fix: mode=expert drop_stalled=true, or on_stall=stop"
+            )
         positive("hopeless_every", self.hopeless_every)
         in_range("stall_progress", self.stall_progress, 0.0, 1.0)
         positive("rounds", self.rounds)
