@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-from stores import TASK_ENV
+from stores import TASK_ENV, key_values
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.eval.runner import evaluate_policy
@@ -47,12 +46,8 @@ def head_and_cfg(spec: str) -> tuple[str, dict | None]:
     head, _, rest = spec.partition(":")
     if head not in HEADS:
         raise SystemExit(f"--heads {spec!r}: unknown head {head!r}; valid: {list(HEADS)}")
-    cfg = dict(HEAD_CFG.get(head, {}))
-    for item in filter(None, rest.split(",")):
-        k, eq, v = item.partition("=")
-        if not eq:
-            raise SystemExit(f"--heads {spec!r}: expected head:key=value[,key=value]")
-        cfg[k] = yaml.safe_load(v)
+    usage = f"--heads {spec!r}: expected head:key=value[,key=value]"
+    cfg = {**HEAD_CFG.get(head, {}), **key_values(filter(None, rest.split(",")), lambda item: usage)}
     return head, cfg or None
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stores import TASK_ENV, first_episodes
+from stores import TASK_ENV, first_episodes, key_values
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.algos.dagger import DaggerConfig, run_dagger
@@ -180,16 +180,15 @@ def dagger_overrides(pairs: list[str]) -> dict:
     """KEY=VALUE strings as DaggerConfig fields, the values parsed as YAML (true, 0.5, rollout)."""
     import dataclasses
 
-    import yaml
-
     fields = {f.name for f in dataclasses.fields(DaggerConfig)}
-    out = {}
-    for p in pairs:
-        k, sep, v = p.partition("=")
-        if not sep or k not in fields:
-            raise SystemExit(f"--dagger-args {p!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
-        out[k] = yaml.safe_load(v)
-    return out
+
+    def usage(item: str) -> str:
+        return f"--dagger-args {item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}"
+
+    unknown = next((p for p in pairs if p.partition("=")[0] not in fields), None)
+    if unknown is not None:
+        raise SystemExit(usage(unknown))
+    return key_values(pairs, usage)
 
 
 def report(res, a, out) -> str:

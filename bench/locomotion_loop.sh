@@ -62,9 +62,9 @@ for s in seeds:
         ft = load(f"{O}/{arm}_s{s}/results.json")
         curve = [(h["step"], h["return_mean"]) for h in ft["history"]]
         hit = next((st for st, r in curve if r >= goal), None)
+        wall = load(f"{O}/{arm}_s{s}/wall.json")
         runs[s][arm] = {"steps_to_90": hit, "last_return": load(f"{O}/eval_{arm}_s{s}/results.json")["return_mean"],
-                        "curve": curve, "wall_s": load(f"{O}/{arm}_s{s}/wall.json")["finetune_s"],
-                        "overrides": load(f"{O}/{arm}_s{s}/wall.json").get("overrides", extra)}
+                        "curve": curve, "wall_s": wall["finetune_s"], "overrides": wall.get("overrides", extra)}
 def med(vals):
     v = [x for x in vals if x is not None]
     return (statistics.median(v), min(v), max(v)) if v else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from robolearn.data.store import Episode, EpisodeWriter, iter_episodes, read_info
@@ -34,3 +35,17 @@ def first_episodes(src: Path, n: int, dst: Path) -> int:
     w.close()
     tmp.replace(dst)
     return steps
+
+
+def key_values(items: Iterable[str], error: Callable[[str], str]) -> dict:
+    """["k=v", ...] as {k: v} with each value parsed as YAML (true, 0.5, rollout); an item without "=" exits with
+    error(item)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise SystemExit(error(item))
+        out[k] = yaml.safe_load(v)
+    return out
