@@ -46,9 +46,14 @@ class TimedEnv(gym.Wrapper):
 
 
 def run_ours(
-    env_id: str, steps: int, learning_starts: int, seed: int, eval_episodes: int, bf16: bool = False
+    env_id: str, steps: int, learning_starts: int, seed: int, eval_episodes: int, precision: str = "fp32"
 ) -> dict:
-    cfg = SACConfig(learning_starts=learning_starts, bf16=bf16)
+    """precision: fp32 | bf16 | auto (robolearn.algos.precision: bf16 where measured faster here)."""
+    from robolearn.algos.precision import resolve
+
+    cfg = SACConfig(learning_starts=learning_starts)
+    cfg.bf16, why = resolve(precision, cfg.batch_size, cfg.hidden[-1], cfg.n_critics)
+    print(f"{env_id}, seed {seed}, our precision: {why}", flush=True)
     out = train_sac(env_id, cfg, total_steps=steps, seed=seed)
     t0 = time.perf_counter()
     ret = evaluate(gym.make(env_id), out["agent"].actor, eval_episodes, seed=10_000 + seed)
@@ -60,6 +65,7 @@ def run_ours(
         "update": out["time/update"],
         "other": out["time/other"],
         "eval_s": time.perf_counter() - t0,
+        "precision": why,
     }
 
 
@@ -183,7 +189,8 @@ def main():
     ap.add_argument(
         "--impls",
         default="ours,sb3",
-        help="comma-separated subset of ours, ours-bf16 (bf16 matmuls, opt-in), sb3",
+        help="comma-separated subset of ours, ours-bf16 (bf16 matmuls, opt-in), ours-auto (bf16 where the "
+        "precision probe measures it faster on this machine), sb3",
     )
     ap.add_argument("--json", default=None, help="also write all per-run results here")
     ap.add_argument(
@@ -197,7 +204,12 @@ def main():
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    known = {"ours": run_ours, "ours-bf16": lambda *a: run_ours(*a, bf16=True), "sb3": run_sb3}
+    known = {
+        "ours": run_ours,
+        "ours-bf16": lambda *a: run_ours(*a, precision="bf16"),
+        "ours-auto": lambda *a: run_ours(*a, precision="auto"),
+        "sb3": run_sb3,
+    }
     impls = {name: known[name] for name in args.impls.split(",")}
 
     results: dict = {}

@@ -437,3 +437,26 @@ def test_best_checkpoint_follows_return_where_there_is_no_success(tmp_path, monk
         )
     )
     assert json.loads((tmp_path / "h" / "results.json").read_text())["best_step"] == 50
+
+
+def test_precision_is_validated_and_reported(bc, tmp_path, monkeypatch):
+    demos, ckpts = bc
+    with pytest.raises(ConfigError, match="precision='fp16'"):
+        small(ckpts["mse"], demos, tmp_path, precision="fp16")
+    monkeypatch.setenv("ROBOLEARN_CACHE", str(tmp_path / "cache"))
+    from robolearn.algos import precision as pr
+
+    monkeypatch.setattr(pr, "probe", lambda *a: {"fp32_ms": 3.0, "bf16_ms": 1.0, "speedup": 3.0})
+    from robolearn.algos import sac as sacmod
+
+    built = []  # the bf16 flag of the SAC that finetune builds
+
+    class Spy(sacmod.SAC):
+        def __init__(self, actor, obs_dim, act_dim, cfg=None):
+            built.append(cfg.bf16)
+            super().__init__(actor, obs_dim, act_dim, cfg)
+
+    monkeypatch.setattr(sacmod, "SAC", Spy)
+    s = finetune(small(ckpts["mse"], demos, tmp_path / "run", steps=50, precision="auto"))
+    assert built == [True] and s["precision"].startswith("bf16 (precision=auto")
+    assert json.loads((tmp_path / "run/results.json").read_text())["precision"] == s["precision"]

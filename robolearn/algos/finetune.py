@@ -63,7 +63,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +127,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     from tqdm.auto import tqdm
 
     from robolearn.algos.bc import _clean_stale_tmp, atomic_save
+    from robolearn.algos.precision import resolve as resolve_precision
     from robolearn.algos.replay import LinearSchedule, MixedSampler, ReplayBuffer
     from robolearn.algos.sac import SAC
     from robolearn.envutil import is_robolearn_task, make_env
@@ -227,7 +228,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    sac_cfg = cfg.sac_config()
+    use_bf16, precision = resolve_precision(cfg.precision, cfg.batch_size, cfg.hidden[-1], cfg.n_critics)
+    log.info("precision: %s", precision)
+    sac_cfg = replace(cfg.sac_config(), bf16=use_bf16)
     init_log_std = cfg.init_log_std
     if init_log_std is None and cfg.bridge == "gaussian":
         init_log_std = -2.0
@@ -516,6 +519,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "seeds": [0],
         "episode_seed_rule": "env seed = seed * 10000 + episode",
         "steps": cfg.steps,
+        "precision": precision,
         **res,
         "initial": None
         if initial is None
@@ -540,6 +544,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "cycle_time_steps": res["cycle_time_steps"],
         "env_steps_per_s": n / max(busy, 1e-9),
         "updates_per_s": (agent.step - updates0) / max(busy, 1e-9),
+        "precision": precision,
         "actors": cfg.actors,
         "actor_restarts": remote.restarts if remote is not None else 0,
         "time_env_s": timing["env"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from robolearn.algos.bridges import BRIDGES
+from robolearn.algos.precision import PRECISIONS
 from robolearn.config import REWARD_TYPES, ConfigError, choice, existing_file, in_range, opt, positive
 
 
@@ -89,6 +90,12 @@ class FinetuneConfig:
     address: str | None = opt(
         None, "actors=N: Ray address (None = a local instance; auto | ray://host:10001)"
     )
+    precision: str = opt(
+        "fp32",
+        "matmul precision of the critics' hidden layers: fp32 | bf16 (bf16 products, fp32 weights/Adam) | auto "
+        "(bf16 only where a cached micro-benchmark measures it >= 1.3x faster on this machine; "
+        "robolearn.algos.precision)",
+    )
     threads: int = opt(
         0,
         "torch intra-op threads (0 = 1 thread: SAC's 256-wide nets gain little from more, and extra threads "
@@ -97,6 +104,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         choice("bridge", self.bridge, BRIDGES)
+        choice("precision", self.precision, PRECISIONS)
         if self.policy:
             existing_file("policy", self.policy, "Train one with `robolearn train ... out=DIR`.")
         elif self.bridge != "none":
