@@ -386,3 +386,85 @@ def test_bf16_matmuls_track_fp32():
     assert q.dtype == torch.float32 and (q - q_ref).abs().max() < 2e-2 * q_ref.abs().max()
     info = fast.update(filled_buffer().sample(16, np.random.default_rng(0)))
     assert all(math.isfinite(v) for v in info.values())
+
+
+def test_update_matches_stable_baselines3_given_the_same_weights_batch_and_noise(monkeypatch):
+    """One SAC update here and in SB3 2.x (the peer of bench/sac_vs_sb3.py) from the same weights, batch and
+    Gaussian noise: the same algorithm up to float rounding (SB3 halves the critic loss and adds 1e-6 inside
+    its tanh correction; Adam ignores the first and the second is below the noise). So a return gap between
+    the two at equal budgets is seed noise, not a different update."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    import gymnasium as gym
+    import torch.distributions.normal as normal_mod
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+    import robolearn.algos.sac as sac_mod
+
+    torch.manual_seed(0)
+    m = sb3.SAC(
+        "MlpPolicy",
+        gym.make("Pendulum-v1"),
+        batch_size=64,
+        buffer_size=100,
+        learning_starts=0,
+        policy_kwargs=dict(net_arch=[64, 64]),
+        device="cpu",
+        seed=0,
+    )
+    m.set_logger(configure(None, []))
+    o, a = 3, 1
+    actor = GaussianActor(o, a, (64, 64))
+    agent = SAC(actor, o, a, SACConfig(hidden=(64, 64), batch_size=64))
+    with torch.no_grad():  # SB3's weights into ours (our ensemble stores W as (N, in, out))
+        sa = m.actor
+        for ours_lin, theirs in ((actor.trunk[0], sa.latent_pi[0]), (actor.trunk[2], sa.latent_pi[2])):
+            ours_lin.weight.copy_(theirs.weight), ours_lin.bias.copy_(theirs.bias)
+        actor.head.weight.copy_(torch.cat([sa.mu.weight, sa.log_std.weight]))
+        actor.head.bias.copy_(torch.cat([sa.mu.bias, sa.log_std.bias]))
+        for src, dst in ((m.critic, agent.critic), (m.critic_target, agent.critic_target)):
+            for j, q in enumerate(src.q_networks):
+                for layer, lin in zip([*dst.layers, dst.out], (q[0], q[2], q[4])):
+                    layer.weight[j].copy_(lin.weight.T), layer.bias[j, 0].copy_(lin.bias)
+    w0 = m.actor.latent_pi[2].weight.detach().clone()
+    c0 = [q[2].weight.detach().clone() for q in m.critic.q_networks]
+    t0 = [q[2].weight.detach().clone() for q in m.critic_target.q_networks]
+    g = torch.Generator().manual_seed(1)
+    B = 64
+    batch = dict(
+        obs=torch.randn(B, o, generator=g),
+        action=torch.rand(B, a, generator=g) * 2 - 1,
+        reward=torch.randn(B, generator=g),
+        next_obs=torch.randn(B, o, generator=g),
+        terminated=(torch.rand(B, generator=g) < 0.2).float(),
+    )
+    eps_obs, eps_next = torch.randn(B, a, generator=g), torch.randn(B, a, generator=g)
+    # SB3 samples pi(s) then pi(s'); we sample pi(s') then pi(s): each gets the same noise for the same rows
+    theirs, ours = [eps_obs, eps_next], [eps_next, eps_obs]
+    monkeypatch.setattr(normal_mod, "_standard_normal", lambda shape, dtype, device: theirs.pop(0))
+    monkeypatch.setattr(sac_mod.torch, "randn_like", lambda x: ours.pop(0))
+    m.replay_buffer.sample = lambda n, env=None: ReplayBufferSamples(
+        batch["obs"],
+        batch["action"],
+        batch["next_obs"],
+        batch["terminated"][:, None],
+        batch["reward"][:, None],
+        None,
+    )
+    m.train(1, B)
+    info = agent.update(batch)
+    assert theirs == [] and ours == []  # each drew exactly its two noise tensors
+    # Adam's first step is ~lr * sign(grad): rounding flips the sign of a few near-zero gradients, so compare
+    # the summed difference with the summed movement (measured: 4e-5 of it; a wrong term gives O(1))
+    moved = (m.actor.latent_pi[2].weight - w0).abs().sum()
+    assert moved > 0
+    assert (actor.trunk[2].weight - m.actor.latent_pi[2].weight).abs().sum() < 1e-3 * moved
+    for j, q in enumerate(m.critic.q_networks):
+        moved = (q[2].weight - c0[j]).abs().sum()
+        assert (agent.critic.layers[1].weight[j].T - q[2].weight).abs().sum() < 1e-3 * moved, j
+        qt = m.critic_target.q_networks[j][2].weight
+        moved = (qt - t0[j]).abs().sum()  # Polyak: tau of the critic's step
+        # (rounding of the tiny lerp step: 1e-3 of it measured; tau 0.006 instead of 0.005 gives 0.2)
+        assert (agent.critic_target.layers[1].weight[j].T - qt).abs().sum() < 0.02 * moved, j
+    assert agent.log_alpha.item() == pytest.approx(m.log_ent_coef.item(), abs=1e-7)
+    assert info["losses/critic"] == pytest.approx(2 * m.logger.name_to_value["train/critic_loss"], rel=1e-4)
