@@ -1,13 +1,14 @@
 """fp32 or bf16 matmuls for SAC's critics, decided by measurement on the machine at hand (`precision=auto`).
 
-bf16 GEMMs (fp32 accumulation, fp32 weights and Adam; `SACConfig.bf16`) are 4.3x faster than fp32 on a Xeon
-with AVX512-BF16 and made `bench/sac_vs_sb3.py` 1.8x faster there, but the gain does not carry across CPUs: on
-one without native bf16 the same run was 0.78x of fp32. So `auto` never guesses from CPU flags: it times the
-critic ensemble's hidden layer (batched matmul, forward and the two backward products, at the run's batch,
-width and ensemble size, on the current thread count) in both precisions, and picks bf16 only when it is at
-least `MIN_SPEEDUP` faster. The measurement (~0.1 s) is cached per CPU model, torch version, thread count and
-shape in ``$ROBOLEARN_CACHE`` or ``~/.cache/robolearn/precision.json``; the run header and results say which
-precision ran and whether the probe was measured now or read from the cache.
+bf16 GEMMs (fp32 accumulation, fp32 weights and Adam; `SACConfig.bf16`) are 4.3x faster than fp32 on this
+project's AMD EPYC with AVX512-BF16 and make `bench/sac_vs_sb3.py` 1.8x faster there, but the gain does not
+carry across CPUs: on an Intel Xeon that also reports AVX512-BF16 the same bench ran at 0.78x of fp32 (issue
+17). So `auto` never guesses from CPU flags: it times the critic ensemble's hidden layer (batched matmul,
+forward and the two backward products, at the run's batch, width and ensemble size, on the current thread
+count) in both precisions, and picks bf16 only when it is at least `MIN_SPEEDUP` faster. The measurement (~0.1
+s) is cached per CPU model, torch version, thread count and shape in ``$ROBOLEARN_CACHE`` or
+``~/.cache/robolearn/precision.json``; the run header and results say which precision ran and whether the
+probe was measured now or read from the cache.
 """
 
 from __future__ import annotations
