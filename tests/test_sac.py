@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robolearn.algos.replay import LinearSchedule, MixedSampler, ReplayBuffer, mix
@@ -334,6 +335,29 @@ def test_gaussian_actor_log_prob_matches_torch_distributions():
     torch.testing.assert_close(logp.double(), ref, atol=2e-3, rtol=1e-3)
     assert dist.sample().shape == a.shape and (a.abs() <= 1).all() and torch.equal(mean, torch.tanh(mu))
     assert logp.requires_grad and a.requires_grad
+
+
+def test_squash_eps_is_sb3s_tanh_correction_and_only_differs_at_saturation():
+    from robolearn.algos.sac import tanh_gaussian
+
+    mu = torch.tensor([[0.3, -1.0], [12.0, -15.0]], requires_grad=True)  # row 1: tanh(u) rounds to +-1
+    log_std = torch.full((2, 2), -9.0)
+    torch.manual_seed(0)
+    a, exact, _ = tanh_gaussian(mu, log_std)
+    torch.manual_seed(0)
+    a2, naive, _ = tanh_gaussian(mu, log_std, eps=1e-6)
+    torch.manual_seed(0)
+    u = mu + log_std.exp() * torch.randn(2, 2)  # the same draw
+    assert torch.equal(a, a2)
+    exact_corr = (2.0 * (math.log(2) - u - F.softplus(-2.0 * u))).sum(-1)  # log(1 - tanh(u)^2), exactly
+    sb3_corr = torch.log(1 - a.square() + 1e-6).sum(-1)  # SB3's SquashedDiagGaussianDistribution.log_prob
+    torch.testing.assert_close(naive, exact + exact_corr - sb3_corr)
+    assert naive[0].item() == pytest.approx(exact[0].item(), abs=1e-3)  # unsaturated: the same density
+    assert naive[1] - exact[1] < -10  # saturated: SB3's form caps the correction at -log(eps) per dimension
+    (g,) = torch.autograd.grad(naive[1], mu, retain_graph=True)
+    assert g.abs().max() < 1e-3  # ... and its pull back from saturation vanishes; the exact one keeps it
+    (g,) = torch.autograd.grad(exact[1], mu)
+    assert (g[1].abs() > 1.0).all()  # d/du of -log(1 - tanh(u)^2) -> 2 sign(u)
 
 
 def test_residual_actor_zero_residual_reproduces_base():

@@ -86,6 +86,10 @@ class SACConfig:
     """First K updates train only the critics (actor and alpha frozen), e.g. when fine-tuning a BC actor."""
     max_grad_norm: float | None = None
     """Clip the global grad norm of each network to this; None = no clipping (norms are still logged)."""
+    squash_eps: float = 0.0
+    """tanh correction of the GaussianActor that train_sac builds: 0 = exact (see tanh_gaussian); > 0 = SB3's and
+    CleanRL's log(1 - tanh(u)^2 + eps) (1e-6 there), whose pull back from saturated actions stops once tanh(u)
+    rounds to +-1 in float32 (|u| > ~9) and is capped at -log(eps) per dimension."""
     bf16: bool = False
     """Hidden-layer matmuls of the critics (and of the GaussianActor that train_sac builds) in bfloat16 with
     fp32 accumulation; weights, Adam, outputs and losses stay fp32. ~2-3x faster updates on CPUs with
@@ -120,6 +124,7 @@ class SACConfig:
         check("bc_weight", self.bc_weight >= 0, ">= 0")
         check("critic_warmup", self.critic_warmup >= 0, ">= 0")
         check("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "None or > 0")
+        check("squash_eps", 0.0 <= self.squash_eps < 1.0, "in [0, 1)")
         check("learning_starts", self.learning_starts >= 0, ">= 0")
         check("buffer_size", self.buffer_size > 0, "> 0")
 
@@ -163,19 +168,23 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _LOG2 = math.log(2.0)
 
 
-def tanh_gaussian(mu: Tensor, log_std: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def tanh_gaussian(mu: Tensor, log_std: Tensor, eps: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """Sample a = tanh(u), u ~ N(mu, std) by reparameterisation; return (a, log p(a), tanh(mu)).
 
     TRAP (tanh log-prob correction): tanh changes the density, p(a) = N(u) / prod_i |d tanh(u_i)/du_i|, so
         log p(a) = sum_i [log N(u_i; mu_i, std_i) - log(1 - tanh(u_i)^2)].
     log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) exactly, and is stable where tanh(u) -> +-1
-    (the naive log(1 - a^2 + 1e-6) of the paper/SB3 clips the density there).
+    (the naive log(1 - a^2 + 1e-6) of the paper/SB3 clips the density there). `eps` > 0 selects that naive
+    form, for comparisons with SB3/CleanRL.
     """
-    eps = torch.randn_like(mu)
-    u = mu + log_std.exp() * eps
-    log_prob = (-0.5 * eps.square() - log_std - _HALF_LOG_2PI).sum(-1)
+    noise = torch.randn_like(mu)
+    u = mu + log_std.exp() * noise
+    log_prob = (-0.5 * noise.square() - log_std - _HALF_LOG_2PI).sum(-1)
+    a = torch.tanh(u)
+    if eps > 0:
+        return a, log_prob - torch.log(1.0 - a.square() + eps).sum(-1), torch.tanh(mu)
     log_prob = log_prob - (2.0 * (_LOG2 - u - F.softplus(-2.0 * u))).sum(-1)
-    return torch.tanh(u), log_prob, torch.tanh(mu)
+    return a, log_prob, torch.tanh(mu)
 
 
 class GaussianActor(nn.Module):
@@ -189,8 +198,10 @@ class GaussianActor(nn.Module):
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
         bf16: bool = False,
+        squash_eps: float = 0.0,
     ):
         super().__init__()
+        self.squash_eps = squash_eps  # tanh_gaussian's eps: 0 = the exact tanh correction
         self.trunk = mlp([obs_dim, *hidden], nn.ReLU, bf16)  # bf16: trunk only, the mean/log_std head is fp32
         self.trunk.append(nn.ReLU(inplace=True))
         self.head = nn.Linear(hidden[-1], 2 * act_dim)  # mean and log_std in one matmul
@@ -199,7 +210,7 @@ class GaussianActor(nn.Module):
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         mu, log_std = self.head(self.trunk(obs)).chunk(2, dim=-1)
         # clamp like the SAC reference / SB3: std in [2e-9, 7.4]
-        return tanh_gaussian(mu, log_std.clamp(self.log_std_min, self.log_std_max))
+        return tanh_gaussian(mu, log_std.clamp(self.log_std_min, self.log_std_max), self.squash_eps)
 
 
 class ResidualActor(nn.Module):
@@ -537,7 +548,11 @@ def train_sac(
     env = gym.make(env_id)
     obs_dim, act_dim = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
     low, high = env.action_space.low, env.action_space.high
-    actor = actor if actor is not None else GaussianActor(obs_dim, act_dim, cfg.hidden, bf16=cfg.bf16)
+    actor = (
+        actor
+        if actor is not None
+        else GaussianActor(obs_dim, act_dim, cfg.hidden, bf16=cfg.bf16, squash_eps=cfg.squash_eps)
+    )
     agent = SAC(actor, obs_dim, act_dim, cfg)
     buffer = ReplayBuffer(obs_dim, act_dim, min(cfg.buffer_size, total_steps), cfg.n_step, cfg.gamma)
     writer = None
