@@ -80,20 +80,27 @@ def read_demos(path: Path, n: int) -> list[dict]:
     return eps
 
 
+def flatten(obs: dict, keys: list[str]) -> np.ndarray:
+    """{key: (T, ...)} -> (T, D) float32, keys in `keys` order."""
+    return np.concatenate([np.asarray(obs[k], np.float32).reshape(len(obs[k]), -1) for k in keys], 1)
+
+
 class FlatObs(gym.ObservationWrapper):
-    """Dict observation -> standardised flat vector (keys in `keys` order)."""
+    """Dict observation -> flat vector (keys in `keys` order), standardised with (mean, std)."""
 
     def __init__(self, env, keys, mean, std):
         super().__init__(env)
         self.keys, self.mean, self.std = keys, mean, std
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (len(mean),), np.float32)
 
-    def flat(self, obs: dict) -> np.ndarray:
-        x = np.concatenate([np.asarray(obs[k], np.float32).ravel() for k in self.keys])
-        return ((x - self.mean) / self.std).astype(np.float32)
-
     def observation(self, obs):
-        return self.flat(obs)
+        return standardise(
+            flatten({k: np.asarray(v)[None] for k, v in obs.items()}, self.keys), self.mean, self.std
+        )[0]
+
+
+def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return ((x - mean) / std).astype(np.float32)
 
 
 def main() -> None:
@@ -132,22 +139,19 @@ def main() -> None:
     assert all(d["seed"] >= 10_000_000 for d in demos_all), "demos must come from the demo seed range"
     keys = sorted(demos_all[0]["obs"])
 
-    def flat(o: dict) -> np.ndarray:
-        return np.concatenate([np.asarray(o[k], np.float32).reshape(len(o[k]), -1) for k in keys], 1)
-
     n0 = a.bc_demos[0]
-    x0 = np.concatenate([flat(d["obs"]) for d in demos_all[:n0]])
+    x0 = np.concatenate([flatten(d["obs"], keys) for d in demos_all[:n0]])
     mean, std = x0.mean(0), np.maximum(x0.std(0), 1e-3)
 
-    def make_env(seed: int | None = None):
-        env = FlatObs(gym.make(env_id, obs_mode="state"), keys, mean, std)
-        return env
+    def make_env():
+        return FlatObs(gym.make(env_id, obs_mode="state"), keys, mean, std)
 
     def trajectories(eps) -> list:
         out = []
-        for d in eps:
-            o = (np.concatenate([flat(d["obs"]), flat(d["next_obs"])[-1:]]) - mean) / std
-            out.append(Trajectory(obs=o.astype(np.float32), acts=d["actions"], infos=None, terminal=True))
+        for d in eps:  # T observations and the final next observation, as imitation's Trajectory wants
+            x = np.concatenate([flatten(d["obs"], keys), flatten(d["next_obs"], keys)[-1:]])
+            o = standardise(x, mean, std)
+            out.append(Trajectory(obs=o, acts=d["actions"], infos=None, terminal=True))
         return out
 
     def new_policy(space_env, seed):
@@ -175,7 +179,6 @@ def main() -> None:
 
         def __init__(self, venv):
             super().__init__(venv.observation_space, venv.action_space)
-            self.venv = venv
             self.experts = [tasks.make_expert(e) for e in venv.envs]
 
         def _predict(self, observation, deterministic=False):

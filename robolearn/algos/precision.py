@@ -20,6 +20,8 @@ import platform
 import time
 from pathlib import Path
 
+from robolearn.fileutil import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -101,9 +103,7 @@ def resolve(precision: str, batch: int, hidden: int, n_critics: int) -> tuple[bo
         cache[key] = result
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(cache, indent=1))
-            os.replace(tmp, path)
+            write_json_atomic(path, cache, indent=1)
         except OSError as e:  # a read-only home only costs the next run its 0.1 s probe
             log.debug("precision probe: could not cache to %s (%s)", path, e)
     use = result["speedup"] >= MIN_SPEEDUP
