@@ -276,10 +276,12 @@ def test_bc_term_pulls_mean_action_to_demo_actions():
     assert (mean - 0.5).abs().mean() < 0.1
 
 
-def test_state_dict_round_trip_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("layer_norm", [True, False], ids=["autograd-layernorm", "fused"])
+def test_state_dict_round_trip_is_bit_exact(tmp_path, layer_norm):
     torch.manual_seed(0)
-    cfg = SACConfig(n_critics=3, critic_subset=2, layer_norm=True, n_step=2, **SMALL)
+    cfg = SACConfig(n_critics=3, critic_subset=2, layer_norm=layer_norm, n_step=2, **SMALL)
     agent, buf = SAC(GaussianActor(OBS, ACT, (32, 32)), OBS, ACT, cfg), filled_buffer(n_step=2)
+    assert (agent.fused is None) == layer_norm
     rng = np.random.default_rng(0)
     for _ in range(5):
         agent.update(buf.sample(16, rng))
@@ -310,6 +312,82 @@ def test_state_dict_round_trip_is_bit_exact(tmp_path):
     for key in ("critic_opt", "actor_opt"):
         for i, st in s1[key]["state"].items():
             assert all(torch.equal(v, s2[key]["state"][i][k]) for k, v in st.items())
+
+
+# ---------------------------------------------------------------------------------------------- fused update
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"actor_q": "mean"},
+        {"n_critics": 5, "critic_subset": 2},
+        {"squash_eps": 1e-6},
+        {"bc_weight": 0.5},
+        {"max_grad_norm": 0.05, "hidden": (48, 32, 16)},
+        {"utd": 2, "critic_warmup": 1, "backup_entropy": False, "n_step": 3},
+    ],
+    ids=["default", "mean", "redq", "sb3eps", "bc", "clip-3layers", "utd-warmup-nstep"],
+)
+def test_fused_update_equals_the_autograd_update(kw):
+    """sac_fused (hand-written backward passes, the default) and SAC.update's autograd path, from the same
+    weights, batches and noise: the same parameters, optimiser state, temperature and logged values."""
+    kw = dict(kw)
+    n_step, hidden = kw.pop("n_step", 1), kw.pop("hidden", (64, 64))
+
+    def make(fused):
+        torch.manual_seed(0)
+        cfg = SACConfig(fused=fused, hidden=hidden, batch_size=64, n_step=n_step, **kw)
+        return SAC(GaussianActor(OBS, ACT, cfg.hidden, squash_eps=cfg.squash_eps), OBS, ACT, cfg)
+
+    ref, fused = make(False), make(True)
+    assert ref.fused is None and fused.fused is not None
+    buf = filled_buffer(n_step=n_step)
+    rng = np.random.default_rng(0)
+    init = [p.detach().clone() for p in [*ref.actor.parameters(), *ref.critic.parameters()]]
+    for step in range(4):
+        batch = buf.sample(64, rng)
+        batch["is_demo"] = torch.arange(64) % 3 == 0
+        torch.manual_seed(100 + step)
+        info_ref = ref.update(batch)
+        torch.manual_seed(100 + step)
+        info = fused.update(batch)
+        assert info.keys() == info_ref.keys()
+        for k, v in info_ref.items():
+            assert info[k] == pytest.approx(v, rel=1e-4, abs=1e-6, nan_ok=True), (step, k)
+    assert (fused.step, fused.actor_steps) == (ref.step, ref.actor_steps)
+    assert fused.log_alpha.item() == pytest.approx(ref.log_alpha.item(), abs=1e-7)
+    pairs = [
+        *zip(ref.actor.parameters(), fused.actor.parameters()),
+        *zip(ref.critic.parameters(), fused.critic.parameters()),
+    ]
+    # Adam's first steps are ~lr * sign(grad), so rounding can flip a near-zero gradient's step: compare the
+    # summed difference with the summed movement (a wrong term gives O(1))
+    for (p_ref, p), p0 in zip(pairs, init):
+        moved = (p_ref - p0).abs().sum()
+        assert moved > 0
+        assert (p - p_ref).abs().sum() < 1e-3 * moved
+    for p_ref, p in zip(ref.critic_target.parameters(), fused.critic_target.parameters()):
+        assert torch.allclose(p, p_ref, atol=1e-6)
+    for opt_ref, opt in ((ref.critic_opt, fused.critic_opt), (ref.actor_opt, fused.actor_opt)):
+        s_ref, s = opt_ref.state_dict()["state"], opt.state_dict()["state"]
+        assert s.keys() == s_ref.keys()
+        for i in s:
+            assert s[i]["step"] == s_ref[i]["step"]
+            assert torch.allclose(s[i]["exp_avg"], s_ref[i]["exp_avg"], atol=1e-6)
+
+
+def test_fused_update_is_used_only_where_it_is_exact():
+    """The fused update covers a GaussianActor with plain fp32 critics; other setups keep autograd."""
+    base = lambda x: torch.zeros(x.shape[0], ACT)  # noqa: E731
+    assert SAC(GaussianActor(OBS, ACT, (32, 32)), OBS, ACT, SACConfig(**SMALL)).fused is not None
+    for actor, cfg in [
+        (GaussianActor(OBS, ACT, (32, 32)), SACConfig(fused=False, **SMALL)),
+        (GaussianActor(OBS, ACT, (32, 32)), SACConfig(layer_norm=True, **SMALL)),
+        (GaussianActor(OBS, ACT, (32, 32), bf16=True), SACConfig(bf16=True, **SMALL)),
+        (ResidualActor(base, OBS, ACT, hidden=(32, 32)), SACConfig(**SMALL)),
+        (StubActor(), SACConfig(**SMALL)),
+    ]:
+        assert SAC(actor, OBS, ACT, cfg).fused is None
 
 
 # ---------------------------------------------------------------------------------------------- actors
