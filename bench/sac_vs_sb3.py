@@ -53,12 +53,14 @@ def run_ours(
     eval_episodes: int,
     precision: str = "fp32",
     squash_eps: float = 0.0,
+    fused: bool = True,
 ) -> dict:
     """precision: fp32 | bf16 | auto (robolearn.algos.precision: bf16 where measured faster here);
-    squash_eps: 0 = our exact tanh correction, 1e-6 = SB3's log(1 - a^2 + 1e-6) (SACConfig.squash_eps)."""
+    squash_eps: 0 = our exact tanh correction, 1e-6 = SB3's log(1 - a^2 + 1e-6) (SACConfig.squash_eps);
+    fused: False = the autograd update instead of sac_fused's hand-written backward (the same math)."""
     from robolearn.algos.precision import resolve
 
-    cfg = SACConfig(learning_starts=learning_starts, squash_eps=squash_eps)
+    cfg = SACConfig(learning_starts=learning_starts, squash_eps=squash_eps, fused=fused)
     cfg.bf16, why = resolve(precision, cfg.batch_size, cfg.hidden[-1], cfg.n_critics)
     print(f"{env_id}, seed {seed}, our precision: {why}", flush=True)
     out = train_sac(env_id, cfg, total_steps=steps, seed=seed)
@@ -197,7 +199,8 @@ def main():
         "--impls",
         default="ours,sb3",
         help="comma-separated subset of ours, ours-bf16 (bf16 matmuls, opt-in), ours-auto (bf16 where the "
-        "precision probe measures it faster on this machine), ours-sb3eps (SB3's tanh correction), sb3",
+        "precision probe measures it faster on this machine), ours-sb3eps (SB3's tanh correction), ours-autograd "
+        "(the autograd update instead of the fused one), sb3",
     )
     ap.add_argument("--json", default=None, help="also write all per-run results here")
     ap.add_argument(
@@ -216,6 +219,7 @@ def main():
         "ours-bf16": lambda *a: run_ours(*a, precision="bf16"),
         "ours-auto": lambda *a: run_ours(*a, precision="auto"),
         "ours-sb3eps": lambda *a: run_ours(*a, squash_eps=1e-6),
+        "ours-autograd": lambda *a: run_ours(*a, fused=False),
         "sb3": run_sb3,
     }
     impls = {name: known[name] for name in args.impls.split(",")}
