@@ -276,12 +276,12 @@ def test_bc_term_pulls_mean_action_to_demo_actions():
     assert (mean - 0.5).abs().mean() < 0.1
 
 
-@pytest.mark.parametrize("layer_norm", [True, False], ids=["autograd-layernorm", "fused"])
-def test_state_dict_round_trip_is_bit_exact(tmp_path, layer_norm):
+@pytest.mark.parametrize("fused", [False, True], ids=["autograd", "fused"])
+def test_state_dict_round_trip_is_bit_exact(tmp_path, fused):
     torch.manual_seed(0)
-    cfg = SACConfig(n_critics=3, critic_subset=2, layer_norm=layer_norm, n_step=2, **SMALL)
+    cfg = SACConfig(n_critics=3, critic_subset=2, layer_norm=True, n_step=2, fused=fused, **SMALL)
     agent, buf = SAC(GaussianActor(OBS, ACT, (32, 32)), OBS, ACT, cfg), filled_buffer(n_step=2)
-    assert (agent.fused is None) == layer_norm
+    assert (agent.fused is not None) == fused
     rng = np.random.default_rng(0)
     for _ in range(5):
         agent.update(buf.sample(16, rng))
@@ -325,19 +325,45 @@ def test_state_dict_round_trip_is_bit_exact(tmp_path, layer_norm):
         {"bc_weight": 0.5},
         {"max_grad_norm": 0.05, "hidden": (48, 32, 16)},
         {"utd": 2, "critic_warmup": 1, "backup_entropy": False, "n_step": 3},
+        {"layer_norm": True, "n_critics": 10, "critic_subset": 2},
+        {"residual": 0.1, "layer_norm": True, "bc_weight": 0.5},
+        {"residual": 0.7, "actor_q": "mean", "max_grad_norm": 0.05},
     ],
-    ids=["default", "mean", "redq", "sb3eps", "bc", "clip-3layers", "utd-warmup-nstep"],
+    ids=[
+        "default",
+        "mean",
+        "redq",
+        "sb3eps",
+        "bc",
+        "clip-3layers",
+        "utd-warmup-nstep",
+        "rlpd-layernorm",
+        "residual-layernorm-bc",
+        "residual-clipped",
+    ],
 )
 def test_fused_update_equals_the_autograd_update(kw):
     """sac_fused (hand-written backward passes, the default) and SAC.update's autograd path, from the same
-    weights, batches and noise: the same parameters, optimiser state, temperature and logged values."""
+    weights, batches and noise: the same parameters, optimiser state, temperature and logged values. The
+    residual cases are fine-tuning's actor (base = the BC action in the observation's last columns, here
+    often outside [-1, 1], so the clip's gradient is exercised)."""
+    from robolearn.algos.bridges import last_columns
+
     kw = dict(kw)
-    n_step, hidden = kw.pop("n_step", 1), kw.pop("hidden", (64, 64))
+    n_step, hidden, residual = kw.pop("n_step", 1), kw.pop("hidden", (64, 64)), kw.pop("residual", None)
 
     def make(fused):
         torch.manual_seed(0)
         cfg = SACConfig(fused=fused, hidden=hidden, batch_size=64, n_step=n_step, **kw)
-        return SAC(GaussianActor(OBS, ACT, cfg.hidden, squash_eps=cfg.squash_eps), OBS, ACT, cfg)
+        if residual is not None:
+            actor = ResidualActor(
+                last_columns(ACT), OBS, ACT, scale=residual, hidden=hidden, init_log_std=-0.5
+            )
+            with torch.no_grad():  # away from its zero-initialised last layer, so every gradient is non-zero
+                actor.head.weight.normal_(0.0, 0.1)
+        else:
+            actor = GaussianActor(OBS, ACT, cfg.hidden, squash_eps=cfg.squash_eps)
+        return SAC(actor, OBS, ACT, cfg)
 
     ref, fused = make(False), make(True)
     assert ref.fused is None and fused.fused is not None
@@ -376,15 +402,19 @@ def test_fused_update_equals_the_autograd_update(kw):
             assert torch.allclose(s[i]["exp_avg"], s_ref[i]["exp_avg"], atol=1e-6)
 
 
-def test_fused_update_is_used_only_where_it_is_exact():
-    """The fused update covers a GaussianActor with plain fp32 critics; other setups keep autograd."""
+def test_fused_update_is_used_where_it_is_exact():
+    """The fused update covers the Gaussian and residual actors with fp32 critics (LayerNorm or not); other
+    setups (bf16, any other actor, fused=False) keep autograd."""
     base = lambda x: torch.zeros(x.shape[0], ACT)  # noqa: E731
-    assert SAC(GaussianActor(OBS, ACT, (32, 32)), OBS, ACT, SACConfig(**SMALL)).fused is not None
+    for actor, cfg in [
+        (GaussianActor(OBS, ACT, (32, 32)), SACConfig(**SMALL)),
+        (GaussianActor(OBS, ACT, (32, 32)), SACConfig(layer_norm=True, **SMALL)),
+        (ResidualActor(base, OBS, ACT, hidden=(32, 32)), SACConfig(layer_norm=True, **SMALL)),
+    ]:
+        assert SAC(actor, OBS, ACT, cfg).fused is not None
     for actor, cfg in [
         (GaussianActor(OBS, ACT, (32, 32)), SACConfig(fused=False, **SMALL)),
-        (GaussianActor(OBS, ACT, (32, 32)), SACConfig(layer_norm=True, **SMALL)),
         (GaussianActor(OBS, ACT, (32, 32), bf16=True), SACConfig(bf16=True, **SMALL)),
-        (ResidualActor(base, OBS, ACT, hidden=(32, 32)), SACConfig(**SMALL)),
         (StubActor(), SACConfig(**SMALL)),
     ]:
         assert SAC(actor, OBS, ACT, cfg).fused is None
