@@ -95,9 +95,9 @@ class SACConfig:
     fp32 accumulation; weights, Adam, outputs and losses stay fp32. ~2-3x faster updates on CPUs with
     AVX512-BF16/AMX. Off by default: returns not yet validated at full budgets."""
     fused: bool = True
-    """Run the update with hand-written backward passes (robolearn.algos.sac_fused: the same math, ~2x faster
-    on CPU) wherever it applies (a GaussianActor, no LayerNorm, fp32); False, or any other setup, runs the
-    autograd update below."""
+    """Run the update with hand-written backward passes (robolearn.algos.sac_fused: the same math, 1.2x faster
+    on CPU) wherever it applies (a GaussianActor or ResidualActor, fp32); False, or any other setup (bf16, other
+    actors), runs the autograd update below."""
     learning_starts: int = 5000
     """Env steps of uniform random actions before learning (train_sac); ~0 when starting from demos."""
     buffer_size: int = 1_000_000
