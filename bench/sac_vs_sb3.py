@@ -54,16 +54,20 @@ def run_ours(
     precision: str = "fp32",
     squash_eps: float = 0.0,
     fused: bool = True,
+    eval_every: int = 0,
 ) -> dict:
     """precision: fp32 | bf16 | auto (robolearn.algos.precision: bf16 where measured faster here);
     squash_eps: 0 = our exact tanh correction, 1e-6 = SB3's log(1 - a^2 + 1e-6) (SACConfig.squash_eps);
-    fused: False = the autograd update instead of sac_fused's hand-written backward (the same math)."""
+    fused: False = the autograd update instead of sac_fused's hand-written backward (the same math);
+    eval_every > 0: also a learning curve, `eval_episodes` deterministic episodes every that many steps."""
     from robolearn.algos.precision import resolve
 
     cfg = SACConfig(learning_starts=learning_starts, squash_eps=squash_eps, fused=fused)
     cfg.bf16, why = resolve(precision, cfg.batch_size, cfg.hidden[-1], cfg.n_critics)
     print(f"{env_id}, seed {seed}, our precision: {why}", flush=True)
-    out = train_sac(env_id, cfg, total_steps=steps, seed=seed)
+    out = train_sac(
+        env_id, cfg, total_steps=steps, seed=seed, eval_every=eval_every, eval_episodes=eval_episodes
+    )
     t0 = time.perf_counter()
     ret = evaluate(gym.make(env_id), out["agent"].actor, eval_episodes, seed=10_000 + seed)
     return {
@@ -75,10 +79,13 @@ def run_ours(
         "other": out["time/other"],
         "eval_s": time.perf_counter() - t0,
         "precision": why,
+        "curve": out["evals"],
     }
 
 
-def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, eval_episodes: int) -> dict:
+def run_sb3(
+    env_id: str, steps: int, learning_starts: int, seed: int, eval_episodes: int, eval_every: int = 0
+) -> dict:
     from stable_baselines3 import SAC as SB3SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -90,12 +97,31 @@ def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, eval_episo
             super().train(gradient_steps, batch_size)
             self.update_time += time.perf_counter() - t0
 
+    class Policy:  # SB3's deterministic action, rescaled back to [-1, 1] for robolearn's `evaluate`
+        def __call__(self, obs):
+            a, _ = model.predict(obs.numpy(), deterministic=True)
+            low, high = env.action_space.low, env.action_space.high
+            a = torch.as_tensor(2.0 * (a - low) / (high - low) - 1.0, dtype=torch.float32)
+            return a, None, a
+
     class LearnClock(BaseCallback):
+        """When learning starts, and the learning curve (its evaluation time is left out of steps/s)."""
+
         t_learn = None
+        eval_time = 0.0  # all evaluations (left out of `total`)
+        eval_time_learning = 0.0  # those after learning started (left out of steps/s)
+        curve: list = []
 
         def _on_step(self) -> bool:
             if self.t_learn is None and self.num_timesteps >= learning_starts:
                 self.t_learn = time.perf_counter()
+            if eval_every and self.num_timesteps % eval_every == 0:
+                t0 = time.perf_counter()
+                ret = evaluate(gym.make(env_id), Policy(), eval_episodes, seed=10_000 + seed)
+                self.curve = [*self.curve, (self.num_timesteps, ret)]
+                self.eval_time += time.perf_counter() - t0
+                if self.t_learn is not None:
+                    self.eval_time_learning += time.perf_counter() - t0
             return True
 
     env = TimedEnv(gym.make(env_id))
@@ -121,25 +147,19 @@ def run_sb3(env_id: str, steps: int, learning_starts: int, seed: int, eval_episo
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps, callback=clock)
     t_end = time.perf_counter()
-    total = t_end - t0
-
-    class Policy:  # SB3's deterministic action, rescaled back to [-1, 1] for robolearn's `evaluate`
-        def __call__(self, obs):
-            a, _ = model.predict(obs.numpy(), deterministic=True)
-            low, high = env.action_space.low, env.action_space.high
-            a = torch.as_tensor(2.0 * (a - low) / (high - low) - 1.0, dtype=torch.float32)
-            return a, None, a
+    total = t_end - t0 - clock.eval_time
 
     t1 = time.perf_counter()
     ret = evaluate(gym.make(env_id), Policy(), eval_episodes, seed=10_000 + seed)
     return {
-        "sps": (steps - learning_starts) / (t_end - clock.t_learn),
+        "sps": (steps - learning_starts) / (t_end - clock.t_learn - clock.eval_time_learning),
         "return": ret,
         "total": total,
         "env": env.step_time,
         "update": model.update_time,
         "other": total - env.step_time - model.update_time,
         "eval_s": time.perf_counter() - t1,
+        "curve": clock.curve,
     }
 
 
@@ -196,6 +216,13 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (both implementations)")
     ap.add_argument("--eval-episodes", type=int, default=5)
     ap.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="also a learning curve per run: --eval-episodes deterministic episodes every N env steps (left out "
+        "of steps/s); the JSON's `curve`",
+    )
+    ap.add_argument(
         "--impls",
         default="ours,sb3",
         help="comma-separated subset of ours, ours-bf16 (bf16 matmuls, opt-in), ours-auto (bf16 where the "
@@ -216,10 +243,10 @@ def main():
     torch.set_num_threads(args.threads)
     known = {
         "ours": run_ours,
-        "ours-bf16": lambda *a: run_ours(*a, precision="bf16"),
-        "ours-auto": lambda *a: run_ours(*a, precision="auto"),
-        "ours-sb3eps": lambda *a: run_ours(*a, squash_eps=1e-6),
-        "ours-autograd": lambda *a: run_ours(*a, fused=False),
+        "ours-bf16": lambda *a, **k: run_ours(*a, precision="bf16", **k),
+        "ours-auto": lambda *a, **k: run_ours(*a, precision="auto", **k),
+        "ours-sb3eps": lambda *a, **k: run_ours(*a, squash_eps=1e-6, **k),
+        "ours-autograd": lambda *a, **k: run_ours(*a, fused=False, **k),
         "sb3": run_sb3,
     }
     impls = {name: known[name] for name in args.impls.split(",")}
@@ -239,7 +266,15 @@ def main():
                 done = results.get(env_id, {}).get(name, [])
                 if any(r.get("seed") == seed for r in done):
                     continue  # --resume: finished in an earlier session
-                r = {"seed": seed, **fn(env_id, args.steps, args.learning_starts, seed, args.eval_episodes)}
+                r = fn(
+                    env_id,
+                    args.steps,
+                    args.learning_starts,
+                    seed,
+                    args.eval_episodes,
+                    eval_every=args.eval_every,
+                )
+                r = {"seed": seed, **r}
                 results.setdefault(env_id, {}).setdefault(name, []).append(r)
                 if args.json:  # after every run, so a long grid survives a stop (see --resume)
                     Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
