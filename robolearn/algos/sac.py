@@ -426,19 +426,25 @@ class SAC:
         opt.step()
         return float(norm)
 
+    def unpack(self, batch: Batch):
+        """obs, action, reward, next_obs, terminated (float), discount (gamma when absent), alpha (detached) and
+        whether this update also trains the actor and temperature (every actor_every, after critic_warmup)."""
+        reward = batch["reward"]
+        discount = batch.get("discount")
+        if discount is None:
+            discount = torch.full_like(reward, self.cfg.gamma)
+        do_actor = self.step >= self.cfg.critic_warmup and (self.step + 1) % self.actor_every == 0
+        alpha = self.log_alpha.detach().exp()
+        terminated = batch["terminated"].float()
+        return batch["obs"], batch["action"], reward, batch["next_obs"], terminated, discount, alpha, do_actor
+
     def update(self, batch: Batch) -> dict[str, float]:
         """One critic gradient step, plus an actor and temperature step every `actor_every` calls (after
         `critic_warmup`). batch: obs, action, reward, next_obs, terminated [, discount, is_demo]."""
         if self.fused is not None:
             return self.fused(self, batch)  # the same math with hand-written backward passes (sac_fused)
         cfg = self.cfg
-        obs, action, reward, next_obs = batch["obs"], batch["action"], batch["reward"], batch["next_obs"]
-        terminated = batch["terminated"].float()
-        discount = batch.get("discount")
-        if discount is None:
-            discount = torch.full_like(reward, cfg.gamma)
-        alpha = self.log_alpha.detach().exp()
-        do_actor = self.step >= cfg.critic_warmup and (self.step + 1) % self.actor_every == 0
+        obs, action, reward, next_obs, terminated, discount, alpha, do_actor = self.unpack(batch)
 
         # ---- next action from the current actor, no grad. (Merging this with the actor-loss pass into one
         # forward on cat[s, s'] saves a call but costs ~10% more FLOPs: backward then runs over all 2B rows.)

@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-if TYPE_CHECKING:  # sac imports this module lazily; no import cycle at run time
+from robolearn.algos.sac import td_target  # sac imports this module only inside SAC(): no cycle
+
+if TYPE_CHECKING:
     from robolearn.algos.replay import Batch
     from robolearn.algos.sac import SAC
 
@@ -290,13 +292,7 @@ def update(agent: SAC, batch: Batch) -> dict[str, float]:
     """One SAC.update (critic step, plus actor and temperature every actor_every calls after critic_warmup)."""
     cfg = agent.cfg
     actor, critic = agent.actor, agent.critic
-    obs, action, reward, next_obs = batch["obs"], batch["action"], batch["reward"], batch["next_obs"]
-    terminated = batch["terminated"].float()
-    discount = batch.get("discount")
-    if discount is None:
-        discount = torch.full_like(reward, cfg.gamma)
-    alpha = agent.log_alpha.detach().exp()
-    do_actor = agent.step >= cfg.critic_warmup and (agent.step + 1) % agent.actor_every == 0
+    obs, action, reward, next_obs, terminated, discount, alpha, do_actor = agent.unpack(batch)
     b = obs.shape[0]
 
     with torch.no_grad():
@@ -319,8 +315,7 @@ def update(agent: SAC, batch: Batch) -> dict[str, float]:
         t_next, next_logp, _ = squash(actor, out_next, noise_next)
         next_action = to_action(actor, base_next, t_next)
         q_next = agent.target_min(critic_forward(agent.critic_target, next_obs, next_action, keep=False))
-        v_next = q_next - alpha * next_logp if cfg.backup_entropy else q_next
-        target = reward + discount * (1.0 - terminated) * v_next
+        target = td_target(reward, discount, terminated, q_next, next_logp, alpha, cfg.backup_entropy)
 
         # ---- critic loss sum_j mean_B (Q_j - y)^2: dL/dQ_j = 2 (Q_j - y) / B
         q, saved_c = critic_forward(critic, obs, action, keep=True)
