@@ -211,7 +211,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100_000, help="env steps per run (the return budget)")
     ap.add_argument("--learning-starts", type=int, default=5000, help="random-action steps before updates")
-    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per env")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds FIRST..FIRST+N-1 per env (--first-seed)")
+    ap.add_argument("--first-seed", type=int, default=0, help="the first seed (to spread seeds over processes)")
     ap.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5", help="comma-separated gymnasium ids")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (both implementations)")
     ap.add_argument("--eval-episodes", type=int, default=5)
@@ -261,7 +262,7 @@ def main():
             )
         results = old["results"]
     for env_id in args.envs.split(","):
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name, fn in impls.items():
                 done = results.get(env_id, {}).get(name, [])
                 if any(r.get("seed") == seed for r in done):

@@ -205,10 +205,10 @@ def test_finetune_two_actors_trains_checkpoints_and_survives_a_dead_actor(tmp_pa
 
     monkeypatch.setattr(actors_mod.RemoteCollector, "__init__", spy)
     killed = {}
+    done = threading.Event()  # until the run ends (Ray's start-up alone can take minutes on a loaded machine)
 
     def killer():
-        t_end = time.time() + 120
-        while time.time() < t_end:
+        while not done.is_set():
             c = made.get("c")
             if c is not None and c.collected >= 150:
                 os.kill(made["pids"][0], signal.SIGKILL)
@@ -221,7 +221,10 @@ def test_finetune_two_actors_trains_checkpoints_and_survives_a_dead_actor(tmp_pa
     out = tmp_path / "sac"
     kw = dict(env=LIFT, bridge="none", steps=400, learning_starts=100, batch_size=32, hidden=[32, 32],
               eval_episodes=2, eval_initial=False, ckpt_every=100, log_every=100, pull_every=20, out=str(out))
-    s = finetune(FinetuneConfig(**kw, actors=2))
+    try:
+        s = finetune(FinetuneConfig(**kw, actors=2))
+    finally:
+        done.set()
     th.join()
     assert killed, "the run ended before an actor could be killed"
     assert s["actors"] == 2 and s["actor_restarts"] >= 1 and s["env_steps"] == 400
