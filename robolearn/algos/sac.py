@@ -172,8 +172,11 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _LOG2 = math.log(2.0)
 
 
-def tanh_gaussian(mu: Tensor, log_std: Tensor, eps: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
-    """Sample a = tanh(u), u ~ N(mu, std) by reparameterisation; return (a, log p(a), tanh(mu)).
+def tanh_gaussian(
+    mu: Tensor, log_std: Tensor, eps: float = 0.0, noise: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sample a = tanh(u), u ~ N(mu, std) by reparameterisation; return (a, log p(a), tanh(mu)). `noise`: the
+    standard-normal draw to use (default: a fresh randn_like(mu)).
 
     TRAP (tanh log-prob correction): tanh changes the density, p(a) = N(u) / prod_i |d tanh(u_i)/du_i|, so
         log p(a) = sum_i [log N(u_i; mu_i, std_i) - log(1 - tanh(u_i)^2)].
@@ -181,7 +184,8 @@ def tanh_gaussian(mu: Tensor, log_std: Tensor, eps: float = 0.0) -> tuple[Tensor
     (the naive log(1 - a^2 + 1e-6) of the paper/SB3 clips the density there). `eps` > 0 selects that naive
     form, for comparisons with SB3/CleanRL.
     """
-    noise = torch.randn_like(mu)
+    if noise is None:
+        noise = torch.randn_like(mu)
     u = mu + log_std.exp() * noise
     log_prob = (-0.5 * noise.square() - log_std - _HALF_LOG_2PI).sum(-1)
     a = torch.tanh(u)
@@ -419,11 +423,16 @@ class SAC:
 
     def _clip_and_step(self, opt, params) -> float:
         """Optional clipping of the params' .grad + Adam step; returns the global grad norm before clipping."""
-        grads = [p.grad for p in params if p.grad is not None]
+        norm = self.clip_grads([p.grad for p in params if p.grad is not None])
+        opt.step()
+        return norm
+
+    def clip_grads(self, grads: list[Tensor]) -> float:
+        """The global norm of `grads` (returned, before clipping); scales them in place to cfg.max_grad_norm
+        when set (torch.nn.utils.clip_grads_with_norm_'s rule). Shared by the autograd and fused updates."""
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         if self.cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grads_with_norm_(params, self.cfg.max_grad_norm, norm, foreach=True)
-        opt.step()
+            torch._foreach_mul_(grads, (self.cfg.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))
         return float(norm)
 
     def unpack(self, batch: Batch):

@@ -28,28 +28,23 @@ Shapes: B batch, N critics, o obs dim, a act dim, i = o + a, H hidden widths.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from robolearn.algos.sac import td_target  # sac imports this module only inside SAC(): no cycle
+# sac imports this module only inside SAC(): no cycle
+from robolearn.algos.sac import GaussianActor, ResidualActor, tanh_gaussian, td_target
 
 if TYPE_CHECKING:
     from robolearn.algos.replay import Batch
     from robolearn.algos.sac import SAC
 
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-_LOG2 = math.log(2.0)
 _relu_backward = torch.ops.aten.threshold_backward  # (grad, relu output, 0): grad where output > 0
 
 
 def supported(agent: SAC) -> str | None:
     """None when the fused update computes exactly what SAC.update does for this agent, else why not."""
-    from robolearn.algos.sac import GaussianActor, ResidualActor
-
     cfg = agent.cfg
     if type(agent.actor) not in (GaussianActor, ResidualActor):
         return f"the actor is a {type(agent.actor).__name__}, not a GaussianActor or ResidualActor"
@@ -86,22 +81,14 @@ def actor_mlp(actor, x: Tensor) -> tuple[list[Tensor], Tensor]:
 
 
 def squash(actor, out: Tensor, noise: Tensor):
-    """tanh_gaussian on the head's output: t = tanh(u), u = mu + std * noise, and log pi(t). Returns t,
-    log_prob and what actor_backward needs besides the layer inputs. (GaussianActor's action is t; a
-    ResidualActor's is to_action(base, t) and its log_prob is that of t, the residual.)"""
+    """tanh_gaussian on the head's output with the given noise: t = tanh(u), u = mu + std * noise, and
+    log pi(t). Returns t, log_prob and what actor_backward needs besides the layer inputs. (GaussianActor's
+    action is t; a ResidualActor's is to_action(base, t) and its log_prob is that of t, the residual.)"""
     da = out.shape[1] // 2
     mu, raw_log_std = out[:, :da], out[:, da:]
     log_std = raw_log_std.clamp(actor.log_std_min, actor.log_std_max)
-    std = log_std.exp()
-    u = torch.addcmul(mu, std, noise)
-    t = torch.tanh(u)
-    log_prob = (-0.5 * noise.square() - log_std - _HALF_LOG_2PI).sum(-1)
-    eps = getattr(actor, "squash_eps", 0.0)
-    if eps > 0:
-        log_prob = log_prob - torch.log(1.0 - t.square() + eps).sum(-1)
-    else:
-        log_prob = log_prob - (2.0 * (_LOG2 - u - F.softplus(-2.0 * u))).sum(-1)
-    return t, log_prob, (mu, raw_log_std, std, noise)
+    t, log_prob, _ = tanh_gaussian(mu, log_std, getattr(actor, "squash_eps", 0.0), noise)
+    return t, log_prob, (mu, raw_log_std, log_std.exp(), noise)
 
 
 def to_action(actor, base: Tensor | None, t: Tensor) -> Tensor:
@@ -278,11 +265,9 @@ def adam_applies(opt: torch.optim.Adam) -> bool:
 def _step(agent: SAC, opt, params: list[Tensor], grads: dict) -> float:
     """Global grad norm (returned, before clipping), optional clipping to cfg.max_grad_norm, Adam step."""
     gs = [grads[p] for p in params]
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gs)))
-    if agent.cfg.max_grad_norm is not None:  # torch.nn.utils.clip_grads_with_norm_
-        torch._foreach_mul_(gs, (agent.cfg.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))
+    norm = agent.clip_grads(gs)
     adam_step(opt, params, gs)
-    return float(norm)
+    return norm
 
 
 # ---------------------------------------------------------------------------------------------- update
