@@ -342,9 +342,14 @@ def test_chunked_bridge_is_the_bc_policy_before_any_update(bc, tmp_path, head):
     demos, ckpts = bc
     ck = ckpts["mse"]
     if head == "flow":
-        train(TrainConfig(policy=PolicyConfig(head="flow", head_cfg={"denoiser": "mlp"}), data=str(demos),
-                          out=str(tmp_path / "bc_flow"), train=TrainLoopConfig(steps=30, batch_size=32, val_every=0,
-                                                                                 eval_episodes=0)))
+        train(
+            TrainConfig(
+                policy=PolicyConfig(head="flow", head_cfg={"denoiser": "mlp"}),
+                data=str(demos),
+                out=str(tmp_path / "bc_flow"),
+                train=TrainLoopConfig(steps=30, batch_size=32, val_every=0, eval_episodes=0),
+            )
+        )
         ck = tmp_path / "bc_flow" / "checkpoints" / "last.pt"
     # 40 env steps, no update; the BC data's dense reward, so that eval returns compare like for like
     finetune(small(ck, demos, tmp_path / "run", steps=40, learning_starts=1000, reward_type="dense"))
@@ -370,9 +375,13 @@ def test_chunked_bridge_is_the_bc_policy_before_any_update(bc, tmp_path, head):
         obs, *_ = env.step(actor.act(obs))
     assert calls["n"] == 3  # planned at steps 0, 4, 8: held for Ta = 4 steps
     if head == "mse":
-        a = evaluate(EvalConfig(policy=str(ck), env=ENV, episodes=4, out=str(tmp_path / "e_bc"), videos=0), show=False)
-        b = evaluate(EvalConfig(policy=str(sac_ck), env=ENV, episodes=4, out=str(tmp_path / "e_sac"), videos=0),
-                     show=False)
+        a = evaluate(
+            EvalConfig(policy=str(ck), env=ENV, episodes=4, out=str(tmp_path / "e_bc"), videos=0), show=False
+        )
+        b = evaluate(
+            EvalConfig(policy=str(sac_ck), env=ENV, episodes=4, out=str(tmp_path / "e_sac"), videos=0),
+            show=False,
+        )
         ea = json.loads((tmp_path / "e_bc" / "episodes.json").read_text())
         eb = json.loads((tmp_path / "e_sac" / "episodes.json").read_text())
         assert [r["return"] for r in ea] == pytest.approx([r["return"] for r in eb], abs=1e-4)
@@ -460,3 +469,83 @@ def test_precision_is_validated_and_reported(bc, tmp_path, monkeypatch):
     s = finetune(small(ckpts["mse"], demos, tmp_path / "run", steps=50, precision="auto"))
     assert built == [True] and s["precision"].startswith("bf16 (precision=auto")
     assert json.loads((tmp_path / "run/results.json").read_text())["precision"] == s["precision"]
+
+
+def test_scripted_interventions_are_executed_and_stored_in_both_buffers(bc, tmp_path, monkeypatch):
+    """intervention=scripted (HIL-SERL's human in the loop): where the stand-in takes over, the env runs the
+    expert's action, and that transition enters the online buffer and the demo buffer; intervention_steps ends
+    the interventions; evaluations never intervene; a task without an expert is refused before work starts."""
+    from robolearn.algos.dagger import ScriptedHuman
+
+    demos, ckpts = bc
+    taken = []
+    orig = ScriptedHuman.decide
+
+    def decide(self, obs, a_pol):
+        a, iv = orig(self, obs, a_pol)
+        taken.append((np.array(a, np.float32), iv))
+        return a, iv
+
+    monkeypatch.setattr(ScriptedHuman, "decide", decide)
+    # threshold 0: any disagreement hands control to the expert, i.e. every step
+    s = finetune(
+        small(ckpts["mse"], demos, tmp_path / "all", intervention="scripted", intervention_threshold=0.0)
+    )
+    assert s["intervention_steps"] == 120 and len(taken) == 120 and all(iv for _, iv in taken)
+    ck = torch.load(tmp_path / "all/checkpoints/last.pt", weights_only=True)
+    exp = np.clip(np.stack([a for a, _ in taken]), -1, 1)  # Lift's actions are in [-1, 1]
+    np.testing.assert_allclose(ck["replay"]["action"].numpy(), exp, atol=1e-6)
+    res = json.loads((tmp_path / "all/results.json").read_text())
+    assert res["interventions"] == {
+        "mode": "scripted",
+        "steps": 120,
+        "episodes": res["interventions"]["episodes"],
+    }
+    assert res["interventions"]["episodes"] >= 1
+    assert ck["demo_replay"]["size"] == res["demo_transitions"] + 120  # the takeovers joined the demos
+    np.testing.assert_allclose(ck["demo_replay"]["action"][-120:].numpy(), exp, atol=1e-6)
+
+    taken.clear()  # only the first 50 env steps are watched
+    s = finetune(
+        small(
+            ckpts["mse"],
+            demos,
+            tmp_path / "first",
+            intervention="scripted",
+            intervention_threshold=0.0,
+            intervention_steps=50,
+        )
+    )
+    assert s["intervention_steps"] == 50 and len(taken) == 50
+    taken.clear()  # a human who never disagrees enough changes nothing
+    s = finetune(
+        small(ckpts["mse"], demos, tmp_path / "none", intervention="scripted", intervention_threshold=5.0)
+    )
+    assert s["intervention_steps"] == 0 and len(taken) == 120 and not any(iv for _, iv in taken)
+
+    with pytest.raises(ConfigError, match="intervention='bogus'"):
+        small(ckpts["mse"], demos, tmp_path, intervention="bogus")
+    with pytest.raises(ConfigError, match="actors=2"):
+        small(ckpts["mse"], demos, tmp_path, intervention="scripted", actors=2)
+    with pytest.raises(ConfigError, match="intervention=scripted needs the task's scripted expert"):
+        finetune(
+            FinetuneConfig(
+                bridge="none", env="Hopper-v5", out=str(tmp_path / "hop"), steps=10, intervention="scripted"
+            )
+        )
+
+
+def test_a_person_in_the_loop_without_a_display_is_a_clear_error(bc, tmp_path):
+    import os
+
+    demos, ckpts = bc
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+    out = tmp_path / "person"
+    r = subprocess.run(
+        [ROBOLEARN, "finetune", f"policy={ckpts['mse']}", f"demos={demos}", "steps=50", f"out={out}",
+         "intervention=keyboard"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no display" in r.stderr and "Traceback" not in r.stdout + r.stderr
+    assert not (out / "checkpoints").exists()

@@ -192,7 +192,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     elif cfg.reward_type is not None:  # task suites: reward_type=sparse replaces their reward by is_success
         env_kwargs["reward_type"] = cfg.reward_type
     reward_type = env_kwargs.get("reward_type", cfg.reward_type or "dense")
-    env = make_env(env_id, **env_kwargs)
+    person = cfg.intervention not in (None, "scripted")  # a person needs to see the scene
+    env = make_env(env_id, render_mode="rgb_array" if person else None, **env_kwargs)
     space = env.action_space
     if len(space.shape) != 1 or not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
         raise ConfigError(f"env {env_id!r} has action space {space}; finetune needs a bounded 1-D Box")
@@ -248,7 +249,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
         demo_buf.load_state_dict(st)
     elif cfg.demos:
         d = load_demo_transitions(cfg.demos, layout, low, high, reward_type, held)
-        demo_buf = ReplayBuffer(obs_dim, da, len(d["reward"]), cfg.n_step, cfg.gamma)
+        # with interventions the takeovers join the demos (HIL-SERL keeps them in both buffers)
+        room = min(cfg.buffer_size, cfg.steps) if cfg.intervention else 0
+        demo_buf = ReplayBuffer(obs_dim, da, len(d["reward"]) + room, cfg.n_step, cfg.gamma)
         demo_buf.add_batch(d["obs"], d["action"], d["reward"], d["next_obs"], d["terminated"], d["truncated"])
         demo_info = {"demo_episodes": d["episodes"], "demo_transitions": len(d["reward"])}
         log.info("demos: %d episodes, %d transitions from %s", d["episodes"], len(d["reward"]), cfg.demos)
@@ -284,6 +287,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         env_kwargs=env_kwargs,
     )
 
+    human = make_intervener(cfg, env) if cfg.intervention else None
     start, episodes = 0, 0
     history: dict = {"eval": []}
     timing = {"env": 0.0, "update": 0.0, "act": 0.0, "eval": 0.0}
@@ -378,7 +382,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         initial = run_eval(0)
     bar = tqdm(total=cfg.steps, initial=start, desc=f"finetune {cfg.bridge}", unit="step", mininterval=1.0)
     step, need_reset, s = start, True, None
-    ep_ret, ep_len, ep_succ = 0.0, 0, False
+    ep_ret, ep_len, ep_succ, ep_iv = 0.0, 0, False, 0
+    iv_hist = history.setdefault("interventions", {"steps": 0, "episodes": 0})
     recent: list[float] = []
     info: dict = {}
     last_eval = history["eval"][-1]["success_rate"] if history["eval"] else None
@@ -421,18 +426,35 @@ def finetune(cfg: FinetuneConfig) -> dict:
                             seed=finetune_seed(cfg.seed, episodes)
                         )  # the fine-tuning seed range
                         pol.reset()
+                        if human is not None:
+                            human.reset()
                         s = pol.observe(obs)
-                        ep_ret, ep_len, ep_succ, need_reset = 0.0, 0, False, False
+                        ep_ret, ep_len, ep_succ, ep_iv, need_reset = 0.0, 0, False, 0, False
                     t0 = time.perf_counter()
                     if step < starts and cfg.bridge == "none":
                         a = rng.uniform(-1.0, 1.0, da).astype(np.float32)
                     else:
                         a = pol.act_unit(s, deterministic=False)
+                    iv = False
+                    if human is not None and (
+                        cfg.intervention_steps is None or step < cfg.intervention_steps
+                    ):
+                        # the human sees the policy's action and may take over; the BC base keeps its plan
+                        a_h, iv = human.decide(obs, from_unit(a, low, high))
+                        if iv:
+                            a = to_unit(np.clip(np.asarray(a_h, np.float32), low, high), low, high)
                     t1 = time.perf_counter()
                     obs, r, term, trunc, einfo = env.step(from_unit(a, low, high))
                     t2 = time.perf_counter()
                     s2 = pol.observe(obs)  # TRAP: the true final observation is s' (reset comes after)
                     online.add(s, a, r, s2, term, trunc)
+                    if iv:
+                        ep_iv += 1
+                        iv_hist["steps"] += 1
+                        if demo_buf is not None:  # truncated: an n-step window stops at a takeover's edge
+                            demo_buf.add(s, a, r, s2, term, True)
+                    if person:
+                        human.render(status={"ep": episodes, "env step": step})
                     timing["act"] += (t1 - t0) + (time.perf_counter() - t2)
                     timing["env"] += t2 - t1
                     ep_ret += float(r)
@@ -446,6 +468,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
                     writer.add_scalar("charts/episodic_return", ep_ret, step)
                     writer.add_scalar("charts/episodic_length", ep_len, step)
                     writer.add_scalar("charts/episodic_success", float(ep_succ), step)
+                    if human is not None:
+                        writer.add_scalar("charts/intervention_rate", ep_iv / max(ep_len, 1), step)
+                        iv_hist["episodes"] += int(ep_iv > 0)
                     need_reset = True
 
                 if step >= starts:
@@ -473,6 +498,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 bar.update(1)
                 bar.set_postfix(
                     ep=episodes,
+                    **({"iv": iv_hist["steps"]} if human is not None else {}),
                     ret=f"{np.mean(recent):.2f}" if recent else "-",
                     **({"eval": f"{last_eval:.0%}"} if last_eval is not None else {}),
                     refresh=False,
@@ -490,6 +516,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         bar.close()
         if remote is not None:
             remote.close()
+        if human is not None and hasattr(human, "close"):
+            human.close()
     if interrupted:
         checkpoint(step)  # Ctrl-C/SIGTERM: nothing is lost; resume=true continues from here
         writer.close()
@@ -528,6 +556,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "best_checkpoint": str(best_path) if best["step"] is not None else None,
         "best_step": best["step"],
         **demo_info,
+        **({"interventions": {"mode": cfg.intervention, **iv_hist}} if cfg.intervention else {}),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     n = cfg.steps - start
@@ -546,6 +575,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "updates_per_s": (agent.step - updates0) / max(busy, 1e-9),
         "precision": precision,
         "actors": cfg.actors,
+        "intervention_steps": iv_hist["steps"] if cfg.intervention else None,
         "actor_restarts": remote.restarts if remote is not None else 0,
         "time_env_s": timing["env"],
         "time_update_s": timing["update"],
@@ -557,6 +587,26 @@ def finetune(cfg: FinetuneConfig) -> dict:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def make_intervener(cfg: FinetuneConfig, env):
+    """The human in the loop: the scripted stand-in (the task's expert, `dagger mode=intervention`'s) or a
+    person at a device (robolearn.teleop.app.HumanOverride). Both answer decide(obs, a_policy) -> (a, took_over)."""
+    if cfg.intervention == "scripted":
+        from robolearn.algos.dagger import ScriptedHuman
+        from robolearn.recording import make_expert
+
+        try:
+            expert = make_expert(env, "scripted", seed=cfg.seed)
+        except ValueError as e:
+            raise ConfigError(
+                f"intervention=scripted needs the task's scripted expert: {e}. Fix: intervention=keyboard "
+                "(a person), or drop intervention"
+            ) from None
+        return ScriptedHuman(expert, cfg.intervention_threshold, cfg.intervention_hold)
+    from robolearn.teleop.app import HumanOverride
+
+    return HumanOverride(env, device=cfg.intervention)
 
 
 __all__ = [

@@ -8,6 +8,8 @@ from robolearn.algos.bridges import BRIDGES
 from robolearn.algos.precision import PRECISIONS
 from robolearn.config import REWARD_TYPES, ConfigError, choice, existing_file, in_range, opt, positive
 
+INTERVENTIONS = ("scripted", "keyboard", "gamepad", "spacemouse")
+
 
 # ------------------------------------------------------------------------------------------------ config
 @dataclass
@@ -83,6 +85,20 @@ class FinetuneConfig:
         "residual bridge: the BC proposal is its chunk held for Ta steps as the BC policy runs (with the chunk "
         "phase in the SAC observation), so before any update the actor equals BC; false = re-plan every step",
     )
+    intervention: str | None = opt(
+        None,
+        "HIL-SERL's human in the loop during training episodes (evaluations never intervene): scripted (the "
+        "task's expert takes over where the policy strays, as `dagger mode=intervention`) | keyboard | gamepad | "
+        "spacemouse (a person holds TAB to take over). Executed takeovers are stored as the actions taken, in the "
+        "online buffer and, with demos=, in the demo buffer too. None = no interventions",
+    )
+    intervention_threshold: float = opt(
+        0.5, "intervention=scripted: take over when |a_policy - a_expert|_inf > this (env action units)"
+    )
+    intervention_hold: int = opt(5, "intervention=scripted: steps it keeps control once in agreement again")
+    intervention_steps: int | None = opt(
+        None, "intervene only during the first N env steps (None: the whole run)"
+    )
     actors: int = opt(0, "Ray actors stepping their own envs (0 = step the env in this process)")
     pull_every: int = opt(
         50, "actors=N: env steps an actor takes per chunk, then it pulls the latest weights"
@@ -146,6 +162,17 @@ class FinetuneConfig:
         positive("ckpt_every", self.ckpt_every)
         positive("log_every", self.log_every)
         positive("threads", self.threads, zero_ok=True)
+        if self.intervention is not None:
+            choice("intervention", self.intervention, INTERVENTIONS)
+            positive("intervention_threshold", self.intervention_threshold, zero_ok=True)
+            positive("intervention_hold", self.intervention_hold, zero_ok=True)
+            if self.intervention_steps is not None:
+                positive("intervention_steps", self.intervention_steps, zero_ok=True)
+            if self.actors:
+                raise ConfigError(
+                    f"intervention={self.intervention} takes over the env this process steps; with actors="
+                    f"{self.actors} the Ray actors step their own. Fix: actors=0, or drop intervention"
+                )
         positive("actors", self.actors, zero_ok=True)
         positive("pull_every", self.pull_every)
         in_range("seed", self.seed, 0, 99)  # online episodes: env seeds 30_000_000 + seed * 100_000 + i
