@@ -253,3 +253,33 @@ def test_a_checkpoint_expert_refuses_what_needs_a_scripted_one(bc_run, tmp_path)
     with pytest.raises(ConfigError, match="Tp=8-step chunks .* Fix: chunk_labels=visited"):
         run_dagger(cfg)
     assert not (tmp_path / "b" / "aggregate.hdf5").exists()  # refused before any work
+
+
+def test_stall_human_steps_in_only_where_the_policy_makes_no_progress():
+    """StallHuman (finetune intervention_trigger=stall): a policy that is the expert is never interrupted; a
+    policy that does nothing is taken over at its second look (step `every`), for `hold` steps, by the expert."""
+    from robolearn.algos.dagger import Scratch, StallHuman
+    from robolearn.envutil import make_env
+    from robolearn.recording import make_expert
+
+    env = make_env("robolearn/Lift-v0")
+    expert = make_expert(env, "scripted")
+    scratch = Scratch("robolearn/Lift-v0", {}, "scripted", 0)
+    human = StallHuman(env, expert, scratch, every=5, progress=0.5, hold=3)
+    for policy, expect in (("expert", []), ("idle", [5, 6, 7])):
+        obs, _ = env.reset(seed=3)
+        human.reset()
+        taken = []
+        for t in range(12):
+            a_exp = np.asarray(expert.act(obs), np.float32)
+            a_pol = a_exp if policy == "expert" else np.zeros_like(a_exp)
+            a, iv = human.decide(obs, a_pol)
+            if iv:
+                taken.append(t)
+                np.testing.assert_allclose(a, a_exp)
+            obs, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                break
+        assert taken == expect, (policy, taken)
+    scratch.close()
+    env.close()

@@ -525,6 +525,13 @@ def test_scripted_interventions_are_executed_and_stored_in_both_buffers(bc, tmp_
 
     with pytest.raises(ConfigError, match="intervention='bogus'"):
         small(ckpts["mse"], demos, tmp_path, intervention="bogus")
+    with pytest.raises(ConfigError, match="intervention_trigger='bogus'"):
+        small(ckpts["mse"], demos, tmp_path, intervention="scripted", intervention_trigger="bogus")
+    s = finetune(  # the watchful stand-in: it looks every 10 steps and drives where the policy stalls
+        small(ckpts["mse"], demos, tmp_path / "stall", intervention="scripted", intervention_trigger="stall")
+    )
+    # the untrained policy stalls, so it steps in; never in the first 10 steps of an episode (a baseline look)
+    assert 0 < s["intervention_steps"] < 120
     with pytest.raises(ConfigError, match="actors=2"):
         small(ckpts["mse"], demos, tmp_path, intervention="scripted", actors=2)
     with pytest.raises(ConfigError, match="intervention=scripted needs the task's scripted expert"):

@@ -221,6 +221,36 @@ class ScriptedHuman:
         return (a, True) if self.active else (policy_action, False)
 
 
+class StallHuman:
+    """A stand-in for a person who watches for trouble rather than for every small disagreement (HIL-SERL's
+    operators step in when the robot is stuck or about to fail): every `every` steps it plays the expert out
+    from the current simulator state in a scratch env (`Scratch`); when the expert's steps-to-success shrank by
+    less than `progress` x the steps since the last look, the expert takes over for `hold` steps, then hands
+    back and looks again. Where even the expert would fail from here it does not step in. `expert` acts in
+    `env`, the env the policy runs in."""
+
+    def __init__(self, env, expert, scratch: Scratch, every: int, progress: float, hold: int):
+        self.env, self.expert, self.scratch = env, expert, scratch
+        self.every, self.progress, self.hold = every, progress, hold
+        self.reset()
+
+    def reset(self):
+        self.t, self.to_go, self.left = 0, None, 0
+
+    def decide(self, obs, policy_action: np.ndarray) -> tuple[np.ndarray, bool]:
+        t, self.t = self.t, self.t + 1
+        if self.left == 0 and t % self.every == 0:
+            plan, ok = self.scratch.rollout(get_state(self.env), t, None)
+            stuck = self.to_go is not None and len(plan) > self.to_go - self.progress * self.every
+            self.to_go = len(plan) if ok else None
+            if ok and stuck:
+                self.left, self.to_go = self.hold, None  # a new baseline once it hands back
+        if self.left > 0:
+            self.left -= 1
+            return np.asarray(self.expert.act(obs), np.float32), True
+        return policy_action, False
+
+
 # --------------------------------------------------------------------------------------------- rollouts
 def _to_np(a) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)

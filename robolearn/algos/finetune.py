@@ -287,7 +287,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         env_kwargs=env_kwargs,
     )
 
-    human = make_intervener(cfg, env) if cfg.intervention else None
+    human = make_intervener(cfg, env, env_id, env_kwargs) if cfg.intervention else None
     start, episodes = 0, 0
     history: dict = {"eval": []}
     timing = {"env": 0.0, "update": 0.0, "act": 0.0, "eval": 0.0}
@@ -516,8 +516,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
         bar.close()
         if remote is not None:
             remote.close()
-        if human is not None and hasattr(human, "close"):
-            human.close()
+        for obj in (human, getattr(human, "scratch", None)):
+            if obj is not None and hasattr(obj, "close"):
+                obj.close()
     if interrupted:
         checkpoint(step)  # Ctrl-C/SIGTERM: nothing is lost; resume=true continues from here
         writer.close()
@@ -589,7 +590,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     return summary
 
 
-def make_intervener(cfg: FinetuneConfig, env):
+def make_intervener(cfg: FinetuneConfig, env, env_id: str, env_kwargs: dict):
     """The human in the loop: the scripted stand-in (the task's expert, `dagger mode=intervention`'s) or a
     person at a device (robolearn.teleop.app.HumanOverride). Both answer decide(obs, a_policy) -> (a, took_over)."""
     if cfg.intervention == "scripted":
@@ -603,6 +604,13 @@ def make_intervener(cfg: FinetuneConfig, env):
                 f"intervention=scripted needs the task's scripted expert: {e}. Fix: intervention=keyboard "
                 "(a person), or drop intervention"
             ) from None
+        if cfg.intervention_trigger == "stall":
+            from robolearn.algos.dagger import Scratch, StallHuman
+
+            scratch = Scratch(env_id, env_kwargs, "scripted", cfg.seed)
+            return StallHuman(
+                env, expert, scratch, cfg.intervention_every, cfg.intervention_progress, cfg.intervention_hold
+            )
         return ScriptedHuman(expert, cfg.intervention_threshold, cfg.intervention_hold)
     from robolearn.teleop.app import HumanOverride
 

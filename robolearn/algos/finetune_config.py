@@ -92,10 +92,24 @@ class FinetuneConfig:
         "spacemouse (a person holds TAB to take over). Executed takeovers are stored as the actions taken, in the "
         "online buffer and, with demos=, in the demo buffer too. None = no interventions",
     )
-    intervention_threshold: float = opt(
-        0.5, "intervention=scripted: take over when |a_policy - a_expert|_inf > this (env action units)"
+    intervention_trigger: str = opt(
+        "disagree",
+        "intervention=scripted, when the stand-in takes over: disagree (the policy's action is more than "
+        "intervention_threshold from the expert's; `dagger mode=intervention`'s rule) | stall (every "
+        "intervention_every steps it plays the expert out from the current state; when the expert's "
+        "steps-to-success shrank by less than intervention_progress per step, the expert drives "
+        "intervention_hold steps)",
     )
-    intervention_hold: int = opt(5, "intervention=scripted: steps it keeps control once in agreement again")
+    intervention_threshold: float = opt(
+        0.5, "trigger=disagree: take over when |a_policy - a_expert|_inf > this (env action units)"
+    )
+    intervention_hold: int = opt(
+        5, "trigger=disagree: steps it keeps control once in agreement again; stall: steps it drives"
+    )
+    intervention_every: int = opt(10, "trigger=stall: env steps between looks")
+    intervention_progress: float = opt(
+        0.5, "trigger=stall: least progress per step before it steps in (the expert itself makes 1.0)"
+    )
     intervention_steps: int | None = opt(
         None, "intervene only during the first N env steps (None: the whole run)"
     )
@@ -164,6 +178,9 @@ class FinetuneConfig:
         positive("threads", self.threads, zero_ok=True)
         if self.intervention is not None:
             choice("intervention", self.intervention, INTERVENTIONS)
+            choice("intervention_trigger", self.intervention_trigger, ("disagree", "stall"))
+            positive("intervention_every", self.intervention_every)
+            positive("intervention_progress", self.intervention_progress, zero_ok=True)
             positive("intervention_threshold", self.intervention_threshold, zero_ok=True)
             positive("intervention_hold", self.intervention_hold, zero_ok=True)
             if self.intervention_steps is not None:
