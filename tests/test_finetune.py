@@ -489,7 +489,14 @@ def test_scripted_interventions_are_executed_and_stored_in_both_buffers(bc, tmp_
     monkeypatch.setattr(ScriptedHuman, "decide", decide)
     # threshold 0: any disagreement hands control to the expert, i.e. every step
     s = finetune(
-        small(ckpts["mse"], demos, tmp_path / "all", intervention="scripted", intervention_threshold=0.0)
+        small(
+            ckpts["mse"],
+            demos,
+            tmp_path / "all",
+            intervention="scripted",
+            intervention_trigger="disagree",
+            intervention_threshold=0.0,
+        )
     )
     assert s["intervention_steps"] == 120 and len(taken) == 120 and all(iv for _, iv in taken)
     ck = torch.load(tmp_path / "all/checkpoints/last.pt", weights_only=True)
@@ -512,6 +519,7 @@ def test_scripted_interventions_are_executed_and_stored_in_both_buffers(bc, tmp_
             demos,
             tmp_path / "first",
             intervention="scripted",
+            intervention_trigger="disagree",
             intervention_threshold=0.0,
             intervention_steps=50,
         )
@@ -519,7 +527,14 @@ def test_scripted_interventions_are_executed_and_stored_in_both_buffers(bc, tmp_
     assert s["intervention_steps"] == 50 and len(taken) == 50
     taken.clear()  # a human who never disagrees enough changes nothing
     s = finetune(
-        small(ckpts["mse"], demos, tmp_path / "none", intervention="scripted", intervention_threshold=5.0)
+        small(
+            ckpts["mse"],
+            demos,
+            tmp_path / "none",
+            intervention="scripted",
+            intervention_trigger="disagree",
+            intervention_threshold=5.0,
+        )
     )
     assert s["intervention_steps"] == 0 and len(taken) == 120 and not any(iv for _, iv in taken)
 

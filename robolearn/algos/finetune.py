@@ -604,14 +604,14 @@ def make_intervener(cfg: FinetuneConfig, env, env_id: str, env_kwargs: dict):
                 f"intervention=scripted needs the task's scripted expert: {e}. Fix: intervention=keyboard "
                 "(a person), or drop intervention"
             ) from None
+        hold = cfg.intervention_hold
         if cfg.intervention_trigger == "stall":
             from robolearn.algos.dagger import Scratch, StallHuman
 
             scratch = Scratch(env_id, env_kwargs, "scripted", cfg.seed)
-            return StallHuman(
-                env, expert, scratch, cfg.intervention_every, cfg.intervention_progress, cfg.intervention_hold
-            )
-        return ScriptedHuman(expert, cfg.intervention_threshold, cfg.intervention_hold)
+            hold = 10**9 if hold is None else hold  # None: it drives to the episode's end
+            return StallHuman(env, expert, scratch, cfg.intervention_every, cfg.intervention_progress, hold)
+        return ScriptedHuman(expert, cfg.intervention_threshold, 5 if hold is None else hold)
     from robolearn.teleop.app import HumanOverride
 
     return HumanOverride(env, device=cfg.intervention)

@@ -93,22 +93,24 @@ class FinetuneConfig:
         "online buffer and, with demos=, in the demo buffer too. None = no interventions",
     )
     intervention_trigger: str = opt(
-        "disagree",
-        "intervention=scripted, when the stand-in takes over: disagree (the policy's action is more than "
-        "intervention_threshold from the expert's; `dagger mode=intervention`'s rule) | stall (every "
-        "intervention_every steps it plays the expert out from the current state; when the expert's "
-        "steps-to-success shrank by less than intervention_progress per step, the expert drives "
-        "intervention_hold steps)",
+        "stall",
+        "intervention=scripted, when the stand-in takes over: stall (every intervention_every steps it plays the "
+        "expert out from the current state; when the expert's steps-to-success shrank by less than "
+        "intervention_progress per step, the expert drives) | disagree (the policy's action is more than "
+        "intervention_threshold from the expert's; `dagger mode=intervention`'s rule). Measured on Lift "
+        "(README): stall 70%, disagree 50%, none 58%",
     )
     intervention_threshold: float = opt(
         0.5, "trigger=disagree: take over when |a_policy - a_expert|_inf > this (env action units)"
     )
-    intervention_hold: int = opt(
-        5, "trigger=disagree: steps it keeps control once in agreement again; stall: steps it drives"
+    intervention_hold: int | None = opt(
+        None,
+        "trigger=stall: steps the expert drives (None: to the episode's end); disagree: steps it keeps "
+        "control once in agreement again (None: 5)",
     )
     intervention_every: int = opt(10, "trigger=stall: env steps between looks")
     intervention_progress: float = opt(
-        0.5, "trigger=stall: least progress per step before it steps in (the expert itself makes 1.0)"
+        0.25, "trigger=stall: least progress per step before it steps in (the expert itself makes 1.0)"
     )
     intervention_steps: int | None = opt(
         None, "intervene only during the first N env steps (None: the whole run)"
@@ -182,7 +184,8 @@ class FinetuneConfig:
             positive("intervention_every", self.intervention_every)
             positive("intervention_progress", self.intervention_progress, zero_ok=True)
             positive("intervention_threshold", self.intervention_threshold, zero_ok=True)
-            positive("intervention_hold", self.intervention_hold, zero_ok=True)
+            if self.intervention_hold is not None:
+                positive("intervention_hold", self.intervention_hold, zero_ok=True)
             if self.intervention_steps is not None:
                 positive("intervention_steps", self.intervention_steps, zero_ok=True)
             if self.actors:
