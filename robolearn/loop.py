@@ -64,6 +64,10 @@ class LoopSACConfig:
     )
     critic_warmup: int = opt(1000, "critic-only updates before the actor moves")
     bc_weight: float = opt(1.0, "BC term on demo actions in the actor loss")
+    intervention: str | None = opt(
+        None,
+        "a human in the loop during fine-tuning: scripted | keyboard | gamepad | spacemouse (robolearn finetune)",
+    )
 
 
 @dataclass
@@ -112,6 +116,10 @@ class LoopConfig:
         if not 0.0 <= self.sac.demo_ratio <= 1.0:
             raise ConfigError(f"sac.demo_ratio={self.sac.demo_ratio!r} must be in [0, 1]")
         choice("sac.reward_type", self.sac.reward_type, ("sparse", "dense"))
+        if self.sac.intervention is not None:
+            from robolearn.algos.finetune_config import INTERVENTIONS
+
+            choice("sac.intervention", self.sac.intervention, INTERVENTIONS)
         choice("policy", self.policy, sorted(HEADS))
         for s in self.stages:
             choice("stages[]", s, STAGES)
@@ -293,7 +301,8 @@ def stage_sac(cfg: LoopConfig, out: Path, demos: Path, policy: Path) -> Path:
         {
             "demos": file_digest(demos),
             "policy": file_digest(policy),
-            "sac": asdict(cfg.sac),
+            # intervention only when set, so loops from before the option resume their SAC stage
+            "sac": {k: v for k, v in asdict(cfg.sac).items() if not (k == "intervention" and v is None)},
             "eval_episodes": cfg.eval_episodes,
             "seed": cfg.seed,
         },
@@ -320,6 +329,7 @@ def stage_sac(cfg: LoopConfig, out: Path, demos: Path, policy: Path) -> Path:
         seed=cfg.seed,
         critic_warmup=s.critic_warmup,
         bc_weight=s.bc_weight,
+        intervention=s.intervention,
         resume=ck.exists(),
     )
     _raise_if_interrupted(finetune(fcfg), "sac")

@@ -154,6 +154,7 @@ def test_loop_config_names_fields_as_typed(capsys):
         ("bc.steps=0", "bc.steps=0"),
         ("dagger.rounds=-1", "dagger.rounds=-1"),
         ("sac.steps=-5", "sac.steps=-5"),
+        ("sac.intervention=bogus", "sac.intervention='bogus'"),
     ):
         rc, text = _cli(capsys, "loop", f"env={ENV}", arg)
         assert rc == 2 and want in text and "Traceback" not in text, text
