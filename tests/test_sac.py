@@ -321,7 +321,7 @@ def test_state_dict_round_trip_is_bit_exact(tmp_path, fused):
         {},
         {"actor_q": "mean"},
         {"n_critics": 5, "critic_subset": 2},
-        {"squash_eps": 1e-6},
+        {"squash_eps": 0.0},  # the exact tanh correction (the default is SB3's 1e-6)
         {"bc_weight": 0.5},
         {"max_grad_norm": 0.05, "hidden": (48, 32, 16)},
         {"utd": 2, "critic_warmup": 1, "backup_entropy": False, "n_step": 3},
@@ -546,7 +546,7 @@ def test_update_matches_stable_baselines3_given_the_same_weights_batch_and_noise
     )
     m.set_logger(configure(None, []))
     o, a = 3, 1
-    actor = GaussianActor(o, a, (64, 64))
+    actor = GaussianActor(o, a, (64, 64), squash_eps=SACConfig().squash_eps)  # SB3's tanh correction
     agent = SAC(actor, o, a, SACConfig(hidden=(64, 64), batch_size=64))
     with torch.no_grad():  # SB3's weights into ours (our ensemble stores W as (N, in, out))
         sa = m.actor

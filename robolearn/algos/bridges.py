@@ -152,6 +152,7 @@ def build_actor(
     residual_scale: float,
     init_log_std: float | None,
     max_log_std: float | None = None,
+    squash_eps: float = 0.0,
 ) -> nn.Module:
     """max_log_std (residual): the cap on the residual's pre-tanh log std. Fine-tuning passes its initial log
     std, so exploration can shrink but never grow past where it starts (measured on Lift: with the old cap of
@@ -168,7 +169,8 @@ def build_actor(
             init_log_std=-1.0 if init_log_std is None else init_log_std,
             log_std_max=2.0 if max_log_std is None else max_log_std,
         )
-    return GaussianActor(obs_dim, act_dim, tuple(hidden))  # bridge=gaussian: then distilled
+    # bridge=none: SAC from scratch; bridge=gaussian: then distilled. squash_eps: SACConfig.squash_eps
+    return GaussianActor(obs_dim, act_dim, tuple(hidden), squash_eps=squash_eps)
 
 
 def distill_gaussian(

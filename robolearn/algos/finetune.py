@@ -238,7 +238,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     max_log_std = cfg.residual_max_log_std
     if max_log_std is None and cfg.bridge == "residual":
         max_log_std = -1.0 if init_log_std is None else init_log_std  # the residual's initial log std
-    actor = build_actor(cfg.bridge, obs_dim, da, cfg.hidden, cfg.residual_scale, init_log_std, max_log_std)
+    actor = build_actor(
+        cfg.bridge, obs_dim, da, cfg.hidden, cfg.residual_scale, init_log_std, max_log_std, sac_cfg.squash_eps
+    )
 
     # ---- demos (rebuilt from the file on a fresh run; from the checkpoint on resume)
     demo_buf = None
