@@ -111,8 +111,8 @@ def test_batches_follow_demo_ratio(bc, tmp_path, monkeypatch):
     np.testing.assert_allclose(seen, expect)
 
 
-def test_resume_restores_buffer_and_step(bc, tmp_path, monkeypatch):
-    demos, ckpts = bc
+def _interrupt_at_env_step_70(monkeypatch):
+    """Ctrl-C during the update of env step 70 (small(): learning starts at 40); returns the real sampler."""
     from robolearn.algos import replay as replaymod
 
     calls = {"n": 0}
@@ -120,11 +120,19 @@ def test_resume_restores_buffer_and_step(bc, tmp_path, monkeypatch):
 
     def sample(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 31:  # during the update of env step 70
+        if calls["n"] == 31:
             raise KeyboardInterrupt
         return orig(self, *a, **k)
 
     monkeypatch.setattr(replaymod.MixedSampler, "sample", sample)
+    return orig
+
+
+def test_resume_restores_buffer_and_step(bc, tmp_path, monkeypatch):
+    from robolearn.algos import replay as replaymod
+
+    demos, ckpts = bc
+    orig = _interrupt_at_env_step_70(monkeypatch)
     s = finetune(small(ckpts["gmm"], demos, tmp_path / "run"))
     assert s["interrupted"] and s["step"] == 70
     ck = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
@@ -571,3 +579,20 @@ def test_a_person_in_the_loop_without_a_display_is_a_clear_error(bc, tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     assert "no display" in r.stderr and "Traceback" not in r.stdout + r.stderr
     assert not (out / "checkpoints").exists()
+
+
+def test_intervention_counts_survive_an_interrupt_and_resume(bc, tmp_path, monkeypatch):
+    from robolearn.algos import replay as replaymod
+
+    demos, ckpts = bc
+    orig = _interrupt_at_env_step_70(monkeypatch)
+    kw = dict(intervention="scripted", intervention_trigger="disagree", intervention_threshold=0.0)
+    assert finetune(small(ckpts["mse"], demos, tmp_path / "run", **kw))["step"] == 70
+    ck = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
+    assert json.loads(ck["history"])["interventions"]["steps"] == 70
+    n_demo = ck["demo_replay"]["size"]
+    monkeypatch.setattr(replaymod.MixedSampler, "sample", orig)
+    s = finetune(small(ckpts["mse"], demos, tmp_path / "run", resume=True, **kw))
+    assert s["intervention_steps"] == 120  # every step of the whole run, counted once
+    ck = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
+    assert ck["demo_replay"]["size"] == n_demo + 50  # the takeovers before the interrupt were kept

@@ -91,6 +91,7 @@ from robolearn.algos.finetuned import (  # noqa: F401
     load_finetuned,
     sac_actor_from_checkpoint,
 )
+from robolearn.algos.interventions import HumanInTheLoop
 from robolearn.algos.obs_layout import FlatHistory, ObsLayout  # noqa: F401
 from robolearn.config import ConfigError
 from robolearn.policies.checkpoint import SAC_FORMAT as FORMAT
@@ -289,7 +290,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         env_kwargs=env_kwargs,
     )
 
-    human = make_intervener(cfg, env, env_id, env_kwargs) if cfg.intervention else None
+    iv_counts = {"steps": 0, "episodes": 0}  # replaced by the checkpoint's on resume (history below)
+    human = HumanInTheLoop(cfg, env, env_id, env_kwargs, iv_counts, low, high) if cfg.intervention else None
     start, episodes = 0, 0
     history: dict = {"eval": []}
     timing = {"env": 0.0, "update": 0.0, "act": 0.0, "eval": 0.0}
@@ -384,8 +386,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
         initial = run_eval(0)
     bar = tqdm(total=cfg.steps, initial=start, desc=f"finetune {cfg.bridge}", unit="step", mininterval=1.0)
     step, need_reset, s = start, True, None
-    ep_ret, ep_len, ep_succ, ep_iv = 0.0, 0, False, 0
-    iv_hist = history.setdefault("interventions", {"steps": 0, "episodes": 0})
+    ep_ret, ep_len, ep_succ = 0.0, 0, False
+    iv_counts = history.setdefault("interventions", iv_counts)
+    if human is not None:
+        human.counts = iv_counts
     recent: list[float] = []
     info: dict = {}
     last_eval = history["eval"][-1]["success_rate"] if history["eval"] else None
@@ -431,32 +435,21 @@ def finetune(cfg: FinetuneConfig) -> dict:
                         if human is not None:
                             human.reset()
                         s = pol.observe(obs)
-                        ep_ret, ep_len, ep_succ, ep_iv, need_reset = 0.0, 0, False, 0, False
+                        ep_ret, ep_len, ep_succ, need_reset = 0.0, 0, False, False
                     t0 = time.perf_counter()
                     if step < starts and cfg.bridge == "none":
                         a = rng.uniform(-1.0, 1.0, da).astype(np.float32)
                     else:
                         a = pol.act_unit(s, deterministic=False)
-                    iv = False
-                    if human is not None and (
-                        cfg.intervention_steps is None or step < cfg.intervention_steps
-                    ):
-                        # the human sees the policy's action and may take over; the BC base keeps its plan
-                        a_h, iv = human.decide(obs, from_unit(a, low, high))
-                        if iv:
-                            a = to_unit(np.clip(np.asarray(a_h, np.float32), low, high), low, high)
+                    # the human in the loop (if any) sees the policy's action and may take over
+                    a, iv = human.act(step, obs, a) if human is not None else (a, False)
                     t1 = time.perf_counter()
                     obs, r, term, trunc, einfo = env.step(from_unit(a, low, high))
                     t2 = time.perf_counter()
                     s2 = pol.observe(obs)  # TRAP: the true final observation is s' (reset comes after)
                     online.add(s, a, r, s2, term, trunc)
-                    if iv:
-                        ep_iv += 1
-                        iv_hist["steps"] += 1
-                        if demo_buf is not None:  # truncated: an n-step window stops at a takeover's edge
-                            demo_buf.add(s, a, r, s2, term, True)
-                    if person:
-                        human.render(status={"ep": episodes, "env step": step})
+                    if human is not None:
+                        human.after(iv, demo_buf, (s, a, r, s2, term), episodes, step)
                     timing["act"] += (t1 - t0) + (time.perf_counter() - t2)
                     timing["env"] += t2 - t1
                     ep_ret += float(r)
@@ -471,8 +464,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                     writer.add_scalar("charts/episodic_length", ep_len, step)
                     writer.add_scalar("charts/episodic_success", float(ep_succ), step)
                     if human is not None:
-                        writer.add_scalar("charts/intervention_rate", ep_iv / max(ep_len, 1), step)
-                        iv_hist["episodes"] += int(ep_iv > 0)
+                        human.end_episode(writer, step, ep_len)
                     need_reset = True
 
                 if step >= starts:
@@ -500,7 +492,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 bar.update(1)
                 bar.set_postfix(
                     ep=episodes,
-                    **({"iv": iv_hist["steps"]} if human is not None else {}),
+                    **({"iv": iv_counts["steps"]} if human is not None else {}),
                     ret=f"{np.mean(recent):.2f}" if recent else "-",
                     **({"eval": f"{last_eval:.0%}"} if last_eval is not None else {}),
                     refresh=False,
@@ -518,9 +510,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         bar.close()
         if remote is not None:
             remote.close()
-        for obj in (human, getattr(human, "scratch", None)):
-            if obj is not None and hasattr(obj, "close"):
-                obj.close()
+        if human is not None:
+            human.close()
     if interrupted:
         checkpoint(step)  # Ctrl-C/SIGTERM: nothing is lost; resume=true continues from here
         writer.close()
@@ -559,7 +550,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "best_checkpoint": str(best_path) if best["step"] is not None else None,
         "best_step": best["step"],
         **demo_info,
-        **({"interventions": {"mode": cfg.intervention, **iv_hist}} if cfg.intervention else {}),
+        **({"interventions": {"mode": cfg.intervention, **iv_counts}} if cfg.intervention else {}),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     n = cfg.steps - start
@@ -578,7 +569,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "updates_per_s": (agent.step - updates0) / max(busy, 1e-9),
         "precision": precision,
         "actors": cfg.actors,
-        "intervention_steps": iv_hist["steps"] if cfg.intervention else None,
+        "intervention_steps": iv_counts["steps"] if cfg.intervention else None,
         "actor_restarts": remote.restarts if remote is not None else 0,
         "time_env_s": timing["env"],
         "time_update_s": timing["update"],
@@ -590,33 +581,6 @@ def finetune(cfg: FinetuneConfig) -> dict:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def make_intervener(cfg: FinetuneConfig, env, env_id: str, env_kwargs: dict):
-    """The human in the loop: the scripted stand-in (the task's expert, `dagger mode=intervention`'s) or a
-    person at a device (robolearn.teleop.app.HumanOverride). Both answer decide(obs, a_policy) -> (a, took_over)."""
-    if cfg.intervention == "scripted":
-        from robolearn.algos.dagger import ScriptedHuman
-        from robolearn.recording import make_expert
-
-        try:
-            expert = make_expert(env, "scripted", seed=cfg.seed)
-        except ValueError as e:
-            raise ConfigError(
-                f"intervention=scripted needs the task's scripted expert: {e}. Fix: intervention=keyboard "
-                "(a person), or drop intervention"
-            ) from None
-        hold = cfg.intervention_hold
-        if cfg.intervention_trigger == "stall":
-            from robolearn.algos.dagger import Scratch, StallHuman
-
-            scratch = Scratch(env_id, env_kwargs, "scripted", cfg.seed)
-            hold = 10**9 if hold is None else hold  # None: it drives to the episode's end
-            return StallHuman(env, expert, scratch, cfg.intervention_every, cfg.intervention_progress, hold)
-        return ScriptedHuman(expert, cfg.intervention_threshold, 5 if hold is None else hold)
-    from robolearn.teleop.app import HumanOverride
-
-    return HumanOverride(env, device=cfg.intervention)
 
 
 __all__ = [
