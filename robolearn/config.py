@@ -14,6 +14,7 @@ from typing import Any
 
 OBS_MODES = ("state", "image", "both")
 REWARD_TYPES = ("dense", "sparse")
+TELEOP_DEVICES = ("keyboard", "gamepad", "spacemouse")  # robolearn.teleop.devices.DEVICES
 
 
 class ConfigError(ValueError):
@@ -132,7 +133,7 @@ class RecordConfig:
             if self.source == "scripted":
                 self.source = "policy"  # episodes from a trained agent
         if self.teleop is not None:
-            choice("teleop", self.teleop, ("keyboard", "gamepad", "spacemouse"))
+            choice("teleop", self.teleop, TELEOP_DEVICES)
         positive("episodes", self.episodes)
         positive("noise", self.noise, zero_ok=True)
         choice("label", self.label, ("executed", "clean"))

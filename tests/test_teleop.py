@@ -383,3 +383,11 @@ def test_sigterm_keeps_finished_episodes(tmp_path, xdisplay):
     eps = list(iter_episodes(out))
     assert len(eps) == 1 and eps[0][1]["attrs"]["source"] == "teleop"
     assert np.all(eps[0][1]["actions"][:, 0] >= 0) and np.any(eps[0][1]["actions"][:, 0] > 0.5)
+
+
+def test_config_device_names_are_the_teleop_devices():
+    """Configs validate device names without importing the device backends; the two lists must agree."""
+    from robolearn.config import TELEOP_DEVICES
+    from robolearn.teleop.devices import DEVICES
+
+    assert TELEOP_DEVICES == tuple(DEVICES)

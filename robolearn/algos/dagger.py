@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, atomic_save, train
-from robolearn.config import ConfigError, choice, existing_file, in_range, opt, positive
+from robolearn.config import TELEOP_DEVICES, ConfigError, choice, existing_file, in_range, opt, positive
 from robolearn.data.store import Episode, EpisodeBuilder, EpisodeWriter, iter_episodes, read_info
 from robolearn.envutil import get_state, make_env
 from robolearn.fileutil import file_digest, write_json_atomic
@@ -170,7 +170,7 @@ class DaggerConfig:
         elif self.drop_stalled is None:  # measured: README "DAgger and interventions"
             self.drop_stalled = self.mode == "expert"
         if self.teleop is not None:
-            choice("teleop", self.teleop, ("keyboard", "gamepad", "spacemouse"))
+            choice("teleop", self.teleop, TELEOP_DEVICES)
             if self.mode != "intervention":
                 raise ConfigError(f"teleop={self.teleop!r} needs mode=intervention (got mode={self.mode!r})")
         choice("retrain", self.retrain, ("scratch", "finetune"))

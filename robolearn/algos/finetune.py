@@ -93,7 +93,7 @@ from robolearn.algos.finetuned import (  # noqa: F401
 )
 from robolearn.algos.interventions import HumanInTheLoop
 from robolearn.algos.obs_layout import FlatHistory, ObsLayout  # noqa: F401
-from robolearn.config import ConfigError
+from robolearn.config import TELEOP_DEVICES, ConfigError
 from robolearn.policies.checkpoint import SAC_FORMAT as FORMAT
 from robolearn.seeds import FINETUNE_SEED_BASE, add_seeds, data_fields, finetune_seed, warn_if_evaluated
 
@@ -193,7 +193,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     elif cfg.reward_type is not None:  # task suites: reward_type=sparse replaces their reward by is_success
         env_kwargs["reward_type"] = cfg.reward_type
     reward_type = env_kwargs.get("reward_type", cfg.reward_type or "dense")
-    person = cfg.intervention not in (None, "scripted")  # a person needs to see the scene
+    person = cfg.intervention in TELEOP_DEVICES  # a person needs to see the scene
     env = make_env(env_id, render_mode="rgb_array" if person else None, **env_kwargs)
     space = env.action_space
     if len(space.shape) != 1 or not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):

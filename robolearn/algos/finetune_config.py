@@ -6,9 +6,18 @@ from dataclasses import dataclass
 
 from robolearn.algos.bridges import BRIDGES
 from robolearn.algos.precision import PRECISIONS
-from robolearn.config import REWARD_TYPES, ConfigError, choice, existing_file, in_range, opt, positive
+from robolearn.config import (
+    REWARD_TYPES,
+    TELEOP_DEVICES,
+    ConfigError,
+    choice,
+    existing_file,
+    in_range,
+    opt,
+    positive,
+)
 
-INTERVENTIONS = ("scripted", "keyboard", "gamepad", "spacemouse")
+INTERVENTIONS = ("scripted", *TELEOP_DEVICES)
 
 
 # ------------------------------------------------------------------------------------------------ config

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from robolearn.algos.bridges import from_unit, to_unit
-from robolearn.config import ConfigError
+from robolearn.config import TELEOP_DEVICES, ConfigError
 
 
 def make_intervener(cfg, env, env_id: str, env_kwargs: dict):
@@ -44,7 +44,7 @@ class HumanInTheLoop:
 
     def __init__(self, cfg, env, env_id: str, env_kwargs: dict, counts: dict, low, high):
         self.human = make_intervener(cfg, env, env_id, env_kwargs)
-        self.person = cfg.intervention != "scripted"
+        self.person = cfg.intervention in TELEOP_DEVICES
         self.until = cfg.intervention_steps
         self.counts, self.low, self.high = counts, low, high
         self.ep = 0  # takeover steps in the running episode
