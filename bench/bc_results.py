@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--horizon", default=None,
                     help="Tp/Ta for every head (default: each head's own, policy_horizon; one other than 8/4 is part "
-                         "of the result's key, e.g. reacharound/gmm@Tp1Ta1/0)")
+                         "of the result's key, e.g. reacharound/gmm@Tp1Ta1/0), or 'task': the task's measured "
+                         "settings, robolearn_envs.BC_DEFAULTS (horizon, obs keys, normaliser, MLPs; key @task)")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--image", action="store_true", help="image + proprioception observations (see above)")
     ap.add_argument("--demos", type=int, default=100, help="--image: demos to record when the file is missing")
@@ -72,7 +73,7 @@ def main() -> None:
     cache_path = Path(a.json)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     specs = {head: head_and_cfg(head) for head in a.heads}  # fails on a bad spec before any training
-    fixed = tuple(int(v) for v in a.horizon.split("/")) if a.horizon else None
+    fixed = (None, None) if a.horizon == "task" else tuple(int(v) for v in a.horizon.split("/")) if a.horizon else None
     horizon = {head: fixed or policy_horizon(name) for head, (name, _) in specs.items()}
     obs_mode, obs_keys, suffix = ("both", IMAGE_KEYS, "+image") if a.image else ("state", None, "")
     for task in a.tasks:
@@ -93,6 +94,8 @@ def main() -> None:
                 out = Path(a.runs) / task / f"{head.replace(':', '-').replace('=', '-').replace(',', '-')}{tag(Tp, Ta)}{suffix}_s{seed}"
                 t0 = time.time()
                 name, head_cfg = specs[head]
+                if a.horizon == "task":  # the task's own head settings too (e.g. PushT-v1's MLP denoiser)
+                    head_cfg = None
                 cfg = TrainConfig(
                     policy=PolicyConfig(head=name, head_cfg=head_cfg), data=str(data), out=str(out), Tp=Tp, Ta=Ta, obs_keys=obs_keys,
                     train=TrainLoopConfig(steps=a.steps, batch_size=a.batch_size, seed=seed, eval_episodes=0,
@@ -111,7 +114,9 @@ def main() -> None:
     print_table(cache, a.tasks, [h + tag(*horizon[h]) + suffix for h in a.heads], a.seeds, a.episodes)
 
 
-def tag(Tp: int, Ta: int) -> str:
+def tag(Tp: int | None, Ta: int | None) -> str:
+    if Tp is None:
+        return "@task"
     return "" if (Tp, Ta) == (8, 4) else f"@Tp{Tp}Ta{Ta}"
 
 

@@ -79,6 +79,9 @@ class PushTEnv(RobolearnMujocoEnv):
             hysteresis, memory the observation does not carry, so no policy over observations could copy it
             (every BC head scored 0-4% on v0). v1's expert (`PushTExpertV1`) is Markov: its action is a
             function of the current observation (eef_pos, block_pos, block_yaw) alone.
+            2026-12-07: v1 gains the state key ``eef_in_block`` (see PushTEnvV1), a function of existing keys;
+            nothing else changes. Datasets recorded before lack it and train as before; checkpoints trained on
+            them still evaluate (a policy reads only its own keys).
         Both report ``info["score"] = clip(coverage / 0.95, 0, 1)``, whose best value per episode, averaged
         over episodes, is diffusion_policy's PushT score (`robolearn eval` reports it as ``score``).
     """
@@ -249,7 +252,22 @@ class PushTExpert(Expert):
 
 
 class PushTEnvV1(PushTEnv):
-    """`robolearn/PushT-v1`: PushT-v0's task with a Markov scripted expert (see PushTEnv's version history)."""
+    """`robolearn/PushT-v1`: PushT-v0's task with a Markov scripted expert (see PushTEnv's version history),
+    and one more state key, ``eef_in_block`` (2): the pusher's x, y in the block's own frame (origin at the
+    block's centre of mass, axes along the T). It is a function of keys already there (``eef_pos``,
+    ``block_pos``, ``block_yaw``); an MLP given only those has to learn the rotation into the block frame, in
+    which the expert's choice of push point is made, and fits the expert less well: per-step MSE, 200 demos,
+    held-out 50 episodes, 18% without it vs 42% with it (README, "PushT")."""
+
+    def _task_obs_space(self):
+        return {**super()._task_obs_space(), "eef_in_block": 2}
+
+    def _task_obs(self, b):
+        super()._task_obs(b)
+        c, s = b["block_yaw"]
+        dx, dy = self.data.qpos[0] - b["block_pos"][0], self.data.qpos[1] - b["block_pos"][1]
+        b["eef_in_block"][0] = c * dx + s * dy
+        b["eef_in_block"][1] = -s * dx + c * dy
 
 
 class PushTExpertV1(PushTExpert):

@@ -153,3 +153,77 @@ def test_horizon_defaults_to_the_heads_own(lift_demos, tmp_path):
     assert s["steps"] == 5
     p = load_policy(tmp_path / "run" / "checkpoints" / "last.pt")
     assert (p.Tp, p.spec["Ta"]) == (1, 1)
+
+
+def test_meanstd_obs_normalizer_and_relu_mlps(lift_demos, tmp_path):
+    """obs_normalizer=meanstd standardises every low-dim observation key (actions stay min-max in [-1, 1]), and
+    activation=relu puts ReLUs, not Mish, in the encoder MLP and the MSE head; the checkpoint reloads as
+    trained."""
+    import h5py
+
+    cfg = _cfg(lift_demos, tmp_path / "run")
+    cfg.obs_normalizer = "meanstd"
+    cfg.policy = PolicyConfig(head="mse", encoder={"activation": "relu"}, head_cfg={"activation": "relu"})
+    train(cfg)
+    p = load_policy(tmp_path / "run/checkpoints/last.pt")
+    acts = [type(m).__name__ for m in p.modules() if type(m).__name__ in ("ReLU", "Mish")]
+    assert acts and set(acts) == {"ReLU"}
+    with h5py.File(lift_demos) as f:
+        g = f["data"]
+        x = np.concatenate([g[k]["obs/cube_pos"][()] for k in g])
+        a = np.concatenate([g[k]["actions"][()] for k in g])
+    y = p.normalizer.normalize("cube_pos", torch.as_tensor(x)).numpy()
+    st = p.normalizer.stats["cube_pos"]
+    torch.testing.assert_close(st.scale, 1 / st.std)  # the stored map is the standardisation
+    torch.testing.assert_close(st.offset, -st.mean / st.std)
+    # fitted on the train split (valid episodes held out), so over all demos only close to 0 / 1
+    assert np.abs(y.mean(0)).max() < 0.3 and np.abs(y.std(0) - 1).max() < 0.3
+    ya = p.normalizer.normalize("action", torch.as_tensor(a)).numpy()
+    assert ya.min() >= -1.001 and ya.max() <= 1.001
+
+
+def test_obs_normalizer_and_activation_errors_name_the_options(lift_demos, tmp_path):
+    from robolearn.config import ConfigError
+    from robolearn.policies import EncoderConfig, MSEConfig
+
+    with pytest.raises(ConfigError, match="obs_normalizer.*meanstd"):
+        TrainConfig(policy=PolicyConfig(head="mse"), data=str(lift_demos), out=str(tmp_path), obs_normalizer="zca")
+    with pytest.raises(ValueError, match="activation='tanh'.*relu"):
+        EncoderConfig(activation="tanh")
+    with pytest.raises(ValueError, match="activation='gelu'.*mish"):
+        MSEConfig(activation="gelu")
+
+
+@pytest.fixture(scope="module")
+def pusht1_demos(tmp_path_factory):
+    p = tmp_path_factory.mktemp("demos") / "pusht1.hdf5"
+    record(RecordConfig(env="robolearn/PushT-v1", episodes=2, out=str(p)))
+    return p
+
+
+def test_task_defaults_fill_only_what_the_user_left_unset(pusht1_demos, lift_demos, tmp_path):
+    """PushT-v1 data brings its measured BC settings (robolearn_envs.BC_DEFAULTS); a field or policy section the
+    user set keeps the user's value; task_defaults=false and tasks without an entry get the generic defaults."""
+    from robolearn_envs import BC_DEFAULTS
+
+    from robolearn.policies import EncoderConfig
+
+    d = BC_DEFAULTS["robolearn/PushT-v1"]
+    c = TrainConfig(policy=PolicyConfig(head="flow"), data=str(pusht1_demos), out=str(tmp_path))
+    assert (c.To, c.Tp, c.Ta, c.obs_normalizer) == (d["To"], d["Tp"], d["Ta"], d["obs_normalizer"])
+    assert c.obs_keys == d["obs_keys"] and c.policy.head_cfg.denoiser == "mlp"
+    assert c.policy.encoder.activation == "relu" and c.policy.encoder.mlp_hidden == [512, 512]
+    enc = EncoderConfig(mlp_hidden=[64])
+    c = TrainConfig(
+        policy=PolicyConfig(head="mse", encoder=enc), data=str(pusht1_demos), out=str(tmp_path), To=2, Tp=4
+    )
+    assert (c.To, c.Tp, c.Ta) == (2, 4, 4) and c.policy.encoder == enc  # Ta: the head's default, <= Tp
+    assert c.policy.head_cfg.activation == "relu" and c.obs_normalizer == "meanstd"
+    for data, flag in ((pusht1_demos, False), (lift_demos, True)):
+        c = TrainConfig(policy=PolicyConfig(head="flow"), data=str(data), out=str(tmp_path), task_defaults=flag)
+        assert (c.To, c.Tp, c.Ta, c.obs_keys, c.obs_normalizer) == (2, 8, 4, None, "minmax")
+        assert c.policy.encoder == EncoderConfig() and c.policy.head_cfg.denoiser == "unet"
+    # the resolved settings travel in the checkpoint: training and reloading give a per-step policy
+    s = train(_cfg(pusht1_demos, tmp_path / "run", head="mse", steps=5))
+    p = load_policy(tmp_path / "run/checkpoints/last.pt")
+    assert s["steps"] == 5 and (p.To, p.spec["Tp"]) == (1, 1) and sorted(p.spec["obs"]) == sorted(d["obs_keys"])

@@ -257,7 +257,8 @@ def test_push_t_v1_expert_is_markov():
 
 
 def test_push_t_v1_keeps_the_task():
-    """v1 is v0's task: same reset distribution, observation and reward; an info score for the metric."""
+    """v1 is v0's task: same reset distribution, observation (plus `eef_in_block`) and reward; an info score
+    for the metric."""
     e0, e1 = gym.make("robolearn/PushT-v0"), gym.make("robolearn/PushT-v1")
     for seed in (3, 10_000_007):
         o0, _ = e0.reset(seed=seed)
@@ -269,6 +270,34 @@ def test_push_t_v1_keeps_the_task():
         assert s0[1] == s1[1] and s0[4]["score"] == s1[4]["score"] == pytest.approx(
             min(s0[4]["coverage"] / 0.95, 1)
         )
+    e0.close()
+    e1.close()
+
+
+def test_push_t_v1_eef_in_block_is_the_pusher_in_the_block_frame():
+    """v1's extra key: the pusher's x, y relative to the block's centre, rotated into the block frame
+    (v0 keeps its observation)."""
+    e0, e1 = gym.make("robolearn/PushT-v0"), gym.make("robolearn/PushT-v1")
+    o0, _ = e0.reset(seed=5)
+    assert "eef_in_block" not in o0
+    o, _ = e1.reset(seed=5)
+    for _ in range(5):
+        c, s = o["block_yaw"]
+        d = o["eef_pos"][:2] - o["block_pos"][:2]
+        np.testing.assert_allclose(o["eef_in_block"], [c * d[0] + s * d[1], -s * d[0] + c * d[1]], atol=1e-6)
+        o = e1.step(e1.action_space.sample())[0]
+    # a block-frame feature: rotating the world about the block leaves it unchanged, e.g. the pusher straight
+    # "above" the bar (+y in the block frame) reads (0, +) whatever the block's yaw
+    u = e1.unwrapped
+    q = u.data.qpos
+    x, y, th = u.block_pose()
+    q[0], q[1] = x - 0.1 * np.sin(th), y + 0.1 * np.cos(th)
+    import mujoco
+
+    mujoco.mj_forward(u.model, u.data)
+    b = {k: np.zeros(n, np.float32) for k, n in {**u._task_obs_space(), "eef_pos": 3}.items()}
+    u._task_obs(b)
+    np.testing.assert_allclose(b["eef_in_block"], [0.0, 0.1], atol=1e-5)
     e0.close()
     e1.close()
 

@@ -32,6 +32,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from robolearn.config import ConfigError, choice, existing_file, in_range, opt, positive
+from robolearn.data.normalizer import MODES as NORMALIZER_MODES
 from robolearn.policies import HEADS, Policy, PolicyConfig, build_policy, policy_horizon, policy_state
 from robolearn.policies.checkpoint import FORMAT, CheckpointError, load_state_into, read_checkpoint
 
@@ -58,7 +59,8 @@ class TrainLoopConfig:
     log_every: int = opt(25, "TensorBoard scalars every N steps")
     seed: int = opt(0, "training seed (torch, numpy)")
     threads: int = opt(
-        0, "torch intra-op threads (0 = chosen by robolearn.threads: 1 for networks < 5M params, else the free cores)"
+        0,
+        "torch intra-op threads (0 = chosen by robolearn.threads: 1 for networks < 5M params, else the free cores)",
     )
     precision: str = opt(
         "float32",
@@ -93,10 +95,20 @@ class TrainConfig:
     data: str = opt("", "HDF5 episode store to learn from")
     out: str = opt("runs/bc", "run folder: checkpoints/last.pt, TensorBoard log, config.yaml")
     resume: bool = opt(False, "continue the run in out/ from checkpoints/last.pt")
-    To: int = opt(2, "observation history length")
+    To: int | None = opt(None, "observation history length (default: the task's, see task_defaults, else 2)")
     Tp: int | None = opt(None, "predicted action chunk length (default: the head's, see policy_horizon)")
     Ta: int | None = opt(None, "actions executed per plan (receding horizon), <= Tp (default: the head's)")
     obs_keys: list[str] | None = opt(None, "observation keys to use (default: all in the file)")
+    obs_normalizer: str | None = opt(
+        None,
+        "low-dim observation scaling: minmax (to [-1, 1], ranges floored) or meanstd (zero mean, unit std); "
+        "actions always use minmax (default: the task's, else minmax)",
+    )
+    task_defaults: bool = opt(
+        True,
+        "fill the fields left unset (To, Tp/Ta, obs_keys, obs_normalizer, and the policy's encoder / head_cfg "
+        "while they are at their defaults) from the data's task's measured settings (robolearn_envs.BC_DEFAULTS)",
+    )
     sources: list[str] | None = opt(None, "keep only episodes with these sources (default: all)")
     success_only: bool = opt(False, "keep only successful episodes")
     intervention_weight: float = opt(1.0, "sampling weight of steps where a human/expert intervened")
@@ -119,8 +131,15 @@ class TrainConfig:
         existing_file("data", self.data, "Record one with `robolearn record ... out=FILE`.")
         if not self.out:
             raise ConfigError("out is required (e.g. out=runs/bc_lift)")
-        positive("To", self.To)
         choice("policy.head", self.policy.head, sorted(HEADS))
+        if self.task_defaults:
+            _apply_task_defaults(self)
+        if self.To is None:
+            self.To = 2
+        if self.obs_normalizer is None:
+            self.obs_normalizer = "minmax"
+        positive("To", self.To)
+        choice("obs_normalizer", self.obs_normalizer, NORMALIZER_MODES)
         Tp, Ta = policy_horizon(self.policy.head)
         if self.Tp is None:
             self.Tp = Tp
@@ -138,6 +157,52 @@ class TrainConfig:
         if self.normalizer_from:
             existing_file("normalizer_from", self.normalizer_from)
         self.train.check("train.")
+
+
+def _apply_task_defaults(cfg: TrainConfig) -> None:
+    """Fill cfg's unset fields from the data's task's BC_DEFAULTS (see TrainConfig.task_defaults)."""
+    from robolearn_envs import BC_DEFAULTS
+
+    from robolearn.data.store import read_info
+
+    info = read_info(cfg.data)
+    d = BC_DEFAULTS.get(cfg.env or info.env_id)
+    if not d:
+        return
+    applied = []
+    for name in ("To", "obs_normalizer"):
+        if getattr(cfg, name) is None and name in d:
+            setattr(cfg, name, d[name])
+            applied.append(f"{name}={d[name]}")
+    if cfg.Tp is None and cfg.Ta is None and "Tp" in d:
+        cfg.Tp, cfg.Ta = d["Tp"], d["Ta"]
+        applied.append(f"Tp={cfg.Tp} Ta={cfg.Ta}")
+    keys = d.get("obs_keys")
+    if cfg.obs_keys is None and keys:
+        if set(keys) <= set(info.obs_keys):
+            cfg.obs_keys = list(keys)
+            applied.append(f"obs_keys={keys}")
+        else:  # e.g. PushT-v1 data recorded before eef_in_block existed
+            log.warning(
+                "task default obs_keys=%s skipped: the data lacks %s (re-record it to use them)",
+                keys,
+                sorted(set(keys) - set(info.obs_keys)),
+            )
+    pc = cfg.policy
+    enc = d.get("encoder")
+    if enc and pc.encoder == type(pc.encoder)():
+        pc.encoder = type(pc.encoder)(**{**asdict(pc.encoder), **enc})
+        applied.append(f"policy.encoder={enc}")
+    head = d.get("head_cfg", {}).get(pc.head)
+    if head and pc.head_cfg == type(pc.head_cfg)():
+        pc.head_cfg = type(pc.head_cfg)(**{**asdict(pc.head_cfg), **head})
+        applied.append(f"policy.head_cfg={head}")
+    if applied:
+        log.info(
+            "task defaults for %s (task_defaults=false turns them off): %s",
+            cfg.env or info.env_id,
+            ", ".join(applied),
+        )
 
 
 def register_policy_group(cs) -> None:
@@ -293,7 +358,8 @@ def make_policy(cfg: TrainConfig, ds) -> Policy:
     spec = ds.spec()
     spec["Ta"] = cfg.Ta
     lowdim = {k: v for k, v in ds.obs.items() if v.dtype != np.uint8}
-    norm = Normalizer.from_data({"action": ds.actions, **lowdim}, mode="minmax")
+    modes = {"action": "minmax", **{k: cfg.obs_normalizer for k in lowdim}}
+    norm = Normalizer.from_data({"action": ds.actions, **lowdim}, mode=modes)
     if cfg.normalizer_from:  # e.g. DAgger retrains: keep the initial demos' ranges
         ck = read_checkpoint(cfg.normalizer_from, (FORMAT,), field="normalizer_from")
         sd = {k[len("normalizer.") :]: v for k, v in ck["model"].items() if k.startswith("normalizer.")}

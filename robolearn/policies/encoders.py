@@ -30,8 +30,15 @@ class EncoderConfig:
     """Random-crop side as a fraction of the image side (1.0 disables cropping)."""
     num_groups: int = 8
     """GroupNorm groups in the CNN (must divide every cnn_channels entry)."""
+    activation: str = "mish"
+    """Activation of the low-dim MLP: "mish" or "relu". ReLU fits discontinuous experts better (PushT-v1: a
+    3x lower training MSE in a plain MLP, README "PushT")."""
 
     def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"EncoderConfig.activation={self.activation!r}; valid options: {sorted(ACTIVATIONS)}"
+            )
         if any(int(h) <= 0 for h in self.mlp_hidden):
             raise ValueError(
                 f"EncoderConfig.mlp_hidden={self.mlp_hidden!r}: every size must be > 0 (use [] for none)"
@@ -52,7 +59,13 @@ class EncoderConfig:
             )
 
 
+ACTIVATIONS = {"mish": Mish, "relu": nn.ReLU}
+
+
 def mlp(sizes: list[int], act=Mish, last_act: bool = False) -> nn.Sequential:
+    """Linear layers with `act` between them (and after the last with last_act); `act` may be a name in
+    ACTIVATIONS."""
+    act = ACTIVATIONS[act] if isinstance(act, str) else act
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
@@ -125,7 +138,9 @@ class ObsEncoder(nn.Module):
         self.lowdim_keys = sorted(k for k in obs if k not in self.image_keys)
         lowdim = To * sum(math.prod(obs[k]["shape"]) for k in self.lowdim_keys)
         self.mlp = (
-            mlp([lowdim, *cfg.mlp_hidden], last_act=False) if self.lowdim_keys and cfg.mlp_hidden else None
+            mlp([lowdim, *cfg.mlp_hidden], act=cfg.activation, last_act=False)
+            if self.lowdim_keys and cfg.mlp_hidden
+            else None
         )
         out = (cfg.mlp_hidden[-1] if self.mlp is not None else lowdim) if self.lowdim_keys else 0
         # ModuleDict keys cannot contain "."; image encoders are indexed by position in image_keys.
@@ -138,7 +153,9 @@ class ObsEncoder(nn.Module):
     def forward(self, obs: dict[str, Tensor]) -> Tensor:
         feats = []
         if self.lowdim_keys:
-            x = torch.cat([obs[k].reshape(*obs[k].shape[:2], -1) for k in self.lowdim_keys], dim=-1).flatten(1)
+            x = torch.cat([obs[k].reshape(*obs[k].shape[:2], -1) for k in self.lowdim_keys], dim=-1).flatten(
+                1
+            )
             feats.append(self.mlp(x) if self.mlp is not None else x)
         for k, cnn in zip(self.image_keys, self.cnns):
             img = obs[k]

@@ -54,6 +54,7 @@ class GMMConfig:
     """Keep each env's drawn component across re-plans while it stays likely (see the module docstring)."""
     hold_min_weight: float = 0.5
     """hold_mode: keep the component while its weight >= this fraction of the largest component weight."""
+
     def __post_init__(self):
         if any(int(h) <= 0 for h in self.hidden):
             raise ValueError(f"GMMConfig.hidden={self.hidden!r}: every size must be > 0")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robolearn.policies.base import ActionHead
-from robolearn.policies.encoders import mlp
+from robolearn.policies.encoders import ACTIVATIONS, mlp
 
 
 @dataclass
@@ -17,10 +17,16 @@ class MSEConfig:
     """Hidden sizes of the regression MLP."""
     loss: str = "mse"
     """"mse" or "l1"."""
+    activation: str = "mish"
+    """"mish" or "relu" (see EncoderConfig.activation)."""
 
     def __post_init__(self):
         if any(int(h) <= 0 for h in self.hidden):
             raise ValueError(f"MSEConfig.hidden={self.hidden!r}: every size must be > 0")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"MSEConfig.activation={self.activation!r}; valid options: {sorted(ACTIVATIONS)}"
+            )
         if self.loss not in ("mse", "l1"):
             raise ValueError(f"MSEConfig.loss={self.loss!r}; valid options: 'mse', 'l1'")
 
@@ -28,7 +34,7 @@ class MSEConfig:
 class MSEHead(ActionHead):
     def __init__(self, cfg: MSEConfig, cond_dim: int, Tp: int, Da: int):
         super().__init__(cfg, cond_dim, Tp, Da)
-        self.net = mlp([cond_dim, *cfg.hidden, Tp * Da])
+        self.net = mlp([cond_dim, *cfg.hidden, Tp * Da], act=cfg.activation)
 
     def forward(self, cond: Tensor) -> Tensor:
         return self.net(cond).view(-1, self.Tp, self.Da)

@@ -215,7 +215,9 @@ class Policy(nn.Module):
     def forget(self, memory: dict, mask=None) -> None:
         """Clear the per-env memory of `act` for all envs (mask None) or those where mask is True."""
         if hasattr(self.head, "forget"):
-            self.head.forget(memory, None if mask is None else torch.as_tensor(np.asarray(mask), dtype=torch.bool))
+            self.head.forget(
+                memory, None if mask is None else torch.as_tensor(np.asarray(mask), dtype=torch.bool)
+            )
 
     @torch.no_grad()
     def fit_data(self, action: Tensor | np.ndarray) -> None:
