@@ -192,6 +192,22 @@ def test_obs_normalizer_and_activation_errors_name_the_options(lift_demos, tmp_p
         EncoderConfig(activation="tanh")
     with pytest.raises(ValueError, match="activation='gelu'.*mish"):
         MSEConfig(activation="gelu")
+    for head in ("flow", "diffusion"):
+        with pytest.raises(ValueError, match="activation='elu'.*relu"):
+            PolicyConfig(head=head, head_cfg={"denoiser": "mlp", "activation": "elu"})
+
+
+@pytest.mark.parametrize("act", ["relu", "mish"])
+def test_mlp_denoiser_activation(act):
+    """The flow/diffusion MLP denoiser uses the activation it is given (and only it) and still samples chunks."""
+    from robolearn.policies.denoisers import build_denoiser
+    from robolearn.policies.flow import FlowConfig
+
+    net = build_denoiser(FlowConfig(denoiser="mlp", mlp_hidden=[32, 32], activation=act), cond_dim=5, Tp=2, Da=3)
+    names = {type(m).__name__.lower() for m in net.body}
+    assert act in names and ({"relu", "mish"} - {act}).isdisjoint(names)
+    out = net(torch.zeros(4, 2, 3), torch.rand(4), torch.zeros(4, 5))
+    assert out.shape == (4, 2, 3) and torch.isfinite(out).all()
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ class TrainConfig:
     # replaces the node instead of being merged into another head's
     policy: PolicyConfig = MISSING
     data: str = opt("", "HDF5 episode store to learn from")
-    out: str = opt("runs/bc", "run folder: checkpoints/last.pt, TensorBoard log, config.yaml")
+    out: str = opt("runs/bc", "run folder: checkpoints/last.pt, TensorBoard log, config.json (the resolved settings)")
     resume: bool = opt(False, "continue the run in out/ from checkpoints/last.pt")
     To: int | None = opt(None, "observation history length (default: the task's, see task_defaults, else 2)")
     Tp: int | None = opt(None, "predicted action chunk length (default: the head's, see policy_horizon)")

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robolearn.policies.layers import Mish, mish
+from robolearn.policies.layers import ACTIVATIONS, Mish, check_activation, mish
 
 DENOISERS = ("unet", "mlp")
 INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -48,6 +48,8 @@ class DenoiserFields:
     """Sinusoidal timestep embedding size (diffusion_policy's diffusion_step_embed_dim)."""
     mlp_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
     """Hidden sizes of the MLP denoiser."""
+    activation: str = "mish"
+    """Activation of the MLP denoiser: "mish" or "relu" (the U-Net keeps Mish; see EncoderConfig.activation)."""
     num_inference_steps: int = 10
     inference_dtype: str = "float32"
     """"float32" or "bfloat16": dtype of the denoiser when sampling (a cached copy, rebuilt when the weights'
@@ -70,6 +72,7 @@ class DenoiserFields:
             raise ValueError(f"{name}.time_embed_dim={self.time_embed_dim!r}: must be an even int >= 2")
         if any(int(h) <= 0 for h in self.mlp_hidden) or not self.mlp_hidden:
             raise ValueError(f"{name}.mlp_hidden={self.mlp_hidden!r}: need a non-empty list of positive ints")
+        check_activation(name, self.activation)
         if self.num_inference_steps < 1:
             raise ValueError(f"{name}.num_inference_steps={self.num_inference_steps!r}: must be >= 1")
         if self.inference_dtype not in INFERENCE_DTYPES:
@@ -80,7 +83,7 @@ class DenoiserFields:
 
 def build_denoiser(cfg: DenoiserFields, cond_dim: int, Tp: int, Da: int) -> nn.Module:
     if cfg.denoiser == "mlp":
-        return MLPDenoiser(cond_dim, Tp, Da, cfg.mlp_hidden, cfg.time_embed_dim)
+        return MLPDenoiser(cond_dim, Tp, Da, cfg.mlp_hidden, cfg.time_embed_dim, cfg.activation)
     levels = len(cfg.down_dims) - 1
     if Tp % (2**levels):
         raise ValueError(
@@ -130,16 +133,17 @@ class MLPDenoiser(nn.Module):
     """MLP over the flattened chunk; concat(x, t_emb, cond) as input, with the (t_emb, cond) part of the first
     layer precomputed by ``condition``."""
 
-    def __init__(self, cond_dim: int, Tp: int, Da: int, hidden: list[int], time_dim: int):
+    def __init__(self, cond_dim: int, Tp: int, Da: int, hidden: list[int], time_dim: int, activation: str = "mish"):
         super().__init__()
+        act = ACTIVATIONS[activation]
         self.Tp, self.Da = Tp, Da
         self.time_enc = time_encoder(time_dim)
         self.in_x = nn.Linear(Tp * Da, hidden[0])
         self.in_c = nn.Linear(time_dim + cond_dim, hidden[0], bias=False)
         layers: list[nn.Module] = []
         for a, b in zip(hidden[:-1], hidden[1:]):
-            layers += [Mish(), nn.Linear(a, b)]
-        self.body = nn.Sequential(*layers, Mish(), nn.Linear(hidden[-1], Tp * Da))
+            layers += [act(), nn.Linear(a, b)]
+        self.body = nn.Sequential(*layers, act(), nn.Linear(hidden[-1], Tp * Da))
 
     def condition(self, t: Tensor, cond: Tensor) -> list[Tensor]:
         return [self.in_c(torch.cat([self.time_enc(t), cond], -1))]

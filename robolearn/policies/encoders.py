@@ -15,7 +15,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from robolearn.policies.layers import Mish
+from robolearn.policies.layers import ACTIVATIONS, Mish, check_activation
 
 
 @dataclass
@@ -35,10 +35,7 @@ class EncoderConfig:
     3x lower training MSE in a plain MLP, README "PushT")."""
 
     def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"EncoderConfig.activation={self.activation!r}; valid options: {sorted(ACTIVATIONS)}"
-            )
+        check_activation("EncoderConfig", self.activation)
         if any(int(h) <= 0 for h in self.mlp_hidden):
             raise ValueError(
                 f"EncoderConfig.mlp_hidden={self.mlp_hidden!r}: every size must be > 0 (use [] for none)"
@@ -57,9 +54,6 @@ class EncoderConfig:
                 f"EncoderConfig.num_groups={self.num_groups!r} must divide every cnn_channels entry "
                 f"(not {bad})"
             )
-
-
-ACTIVATIONS = {"mish": Mish, "relu": nn.ReLU}
 
 
 def mlp(sizes: list[int], act=Mish, last_act: bool = False) -> nn.Sequential:

@@ -48,3 +48,12 @@ def mish(x: Tensor) -> Tensor:
 class Mish(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return mish(x)
+
+
+ACTIVATIONS = {"mish": Mish, "relu": nn.ReLU}
+"""Activation names the MLP options accept (EncoderConfig, MSEConfig, the MLP denoiser)."""
+
+
+def check_activation(owner: str, name: str) -> None:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{owner}.activation={name!r}; valid options: {sorted(ACTIVATIONS)}")

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robolearn.policies.base import ActionHead
-from robolearn.policies.encoders import ACTIVATIONS, mlp
+from robolearn.policies.encoders import mlp
+from robolearn.policies.layers import check_activation
 
 
 @dataclass
@@ -23,10 +24,7 @@ class MSEConfig:
     def __post_init__(self):
         if any(int(h) <= 0 for h in self.hidden):
             raise ValueError(f"MSEConfig.hidden={self.hidden!r}: every size must be > 0")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"MSEConfig.activation={self.activation!r}; valid options: {sorted(ACTIVATIONS)}"
-            )
+        check_activation("MSEConfig", self.activation)
         if self.loss not in ("mse", "l1"):
             raise ValueError(f"MSEConfig.loss={self.loss!r}; valid options: 'mse', 'l1'")
 
