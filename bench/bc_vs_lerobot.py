@@ -10,6 +10,12 @@ denoiser) in-process with `robolearn train`'s trainer; LeRobot trains in its own
 serve: one JSON line per env step, LeRobot's own observation and action queues). Both sides: 1 torch thread,
 batch 64, To=2, Tp=8, Ta=4, 50 episodes on evaluation seed 0 (env seeds 0..49; the demos use 10_000_000+).
 Results are cached in --json (a rerun skips finished runs). Each run is timed alone: never run two at once.
+
+``--inputs task``: both sides see the task's measured BC inputs (``robolearn_envs.BC_DEFAULTS``; PushT-v1: the
+4 keys block_pos, block_yaw, eef_in_block, eef_pos, To=1, mean/std scaling) instead of every key at To=2 with
+min-max; horizons stay Tp=8/Ta=4 for the chunked rows, and one more row, ``ours/task``, is our policy with all
+of the task's settings (PushT-v1: per-step flow, 512-512 ReLU encoder). Keys get ``@task``
+(``pusht1@task/lerobot/diffusion/0``). Tasks without an entry run as with ``--inputs all``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from robolearn_envs import BC_DEFAULTS
 from stores import TASK_ENV
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
@@ -32,6 +39,7 @@ from robolearn.policies import PolicyConfig, load_policy
 OURS = {"diffusion": {"denoiser": "unet", "down_dims": [32, 64, 128]}, "flow": {"denoiser": "mlp"}}
 HERE = Path(__file__).resolve().parent
 IMPLS = ("lerobot/diffusion", "ours/diffusion", "ours/flow")
+TASK_IMPLS = ("ours/task",)  # --inputs task only: the task's own BC defaults, horizon included
 
 
 class LeRobotActor:
@@ -67,12 +75,28 @@ class LeRobotActor:
         self.p.wait(timeout=30)
 
 
-def run_ours(task: str, head: str, seed: int, steps: int, runs: Path) -> dict:
-    out = runs / task / f"{head}_s{seed}"
-    cfg = TrainConfig(
-        policy=PolicyConfig(head=head, head_cfg=OURS[head]), data=f"datasets/{task}.hdf5", out=str(out),
-        Tp=8, Ta=4, train=TrainLoopConfig(steps=steps, batch_size=64, seed=seed, eval_episodes=0, val_every=0),
-    )
+def task_inputs(task: str, inputs: str) -> dict:
+    """The task's measured observation settings for --inputs task ({} for --inputs all or a task without any)."""
+    d = BC_DEFAULTS.get(TASK_ENV[task], {}) if inputs == "task" else {}
+    return {k: d[k] for k in ("To", "obs_keys", "obs_normalizer") if k in d}
+
+
+def run_ours(task: str, head: str, seed: int, steps: int, runs: Path, inputs: str = "all") -> dict:
+    suffix = "@task" if task_inputs(task, inputs) else ""
+    out = runs / f"{task}{suffix}" / f"{head}_s{seed}"
+    loop = TrainLoopConfig(steps=steps, batch_size=64, seed=seed, eval_episodes=0, val_every=0)
+    if head == "task":  # everything from the task's defaults: head flow, its horizon, encoder and denoiser
+        cfg = TrainConfig(policy=PolicyConfig(head="flow"), data=f"datasets/{task}.hdf5", out=str(out), train=loop)
+    else:
+        # --inputs task: the task's To / obs keys / normaliser and observation encoder; --inputs all: the generic
+        # defaults (To=2, all keys, min-max), as before task defaults existed. task_defaults=False either way, so
+        # the head keeps OURS[head] (a U-Net config equal to the defaults would count as unset)
+        fields = task_inputs(task, inputs)
+        enc = BC_DEFAULTS[TASK_ENV[task]].get("encoder") if fields else None
+        cfg = TrainConfig(
+            policy=PolicyConfig(head=head, head_cfg=OURS[head], **({"encoder": enc} if enc else {})),
+            data=f"datasets/{task}.hdf5", out=str(out), Tp=8, Ta=4, train=loop, task_defaults=False, **fields,
+        )
     s = train(cfg)
     if s.get("interrupted"):
         raise SystemExit("training was interrupted: not recording a result")
@@ -82,11 +106,18 @@ def run_ours(task: str, head: str, seed: int, steps: int, runs: Path) -> dict:
             "params": s["params"]}
 
 
-def run_lerobot(task: str, seed: int, steps: int, runs: Path, python: str, floor: float = 0.0) -> dict:
-    out = runs / task / (f"lerobot_s{seed}" if not floor else f"lerobot_floor{floor}_s{seed}")
+def run_lerobot(task: str, seed: int, steps: int, runs: Path, python: str, floor: float = 0.0,
+                inputs: str = "all") -> dict:
+    fields = task_inputs(task, inputs)
+    out = runs / f"{task}{'@task' if fields else ''}" / (f"lerobot_s{seed}" if not floor else f"lerobot_floor{floor}_s{seed}")
     out.mkdir(parents=True, exist_ok=True)
     cmd = [python, str(HERE / "lerobot_learn.py"), "train", "--data", f"datasets/{task}.hdf5", "--out", str(out),
-           "--steps", str(steps), "--seed", str(seed), "--Tp", "8", "--Ta", "4", "--range-floor", str(floor)]
+           "--steps", str(steps), "--seed", str(seed), "--Tp", "8", "--Ta", "4", "--range-floor", str(floor),
+           "--To", str(fields.get("To", 2))]
+    if fields.get("obs_keys"):
+        cmd += ["--keys", *fields["obs_keys"]]
+    if fields.get("obs_normalizer") == "meanstd":
+        cmd += ["--obs-norm", "meanstd"]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     meta = json.loads(done.stdout.strip().splitlines()[-1])
     actor = LeRobotActor(python, out / "model.pt")
@@ -108,40 +139,47 @@ def main() -> None:
     ap.add_argument("--json", default="bench/results/bc_vs_lerobot.json")
     ap.add_argument("--range-floor", type=float, default=0.0,
                     help="also run LeRobot with its observation ranges floored at this (robolearn's MIN_RANGE, 0.05)")
+    ap.add_argument("--inputs", choices=["all", "task"], default="all",
+                    help="observations for both sides: every key, To=2, min-max (all) or the task's measured settings "
+                         "plus an ours/task row (task; see above)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     path = Path(a.json)
     cache = json.loads(path.read_text()) if path.exists() else {}
     runs = Path(a.runs)
     for task in a.tasks:
+        tk = f"{task}@task" if task_inputs(task, a.inputs) else task
+        extra = (("lerobot/diffusion+floor",) if a.range_floor else ()) + (TASK_IMPLS if tk != task else ())
         for seed in a.seeds:
-            for impl in IMPLS + (("lerobot/diffusion+floor",) if a.range_floor else ()):
-                key = f"{task}/{impl}/{seed}"
+            for impl in IMPLS + extra:
+                key = f"{tk}/{impl}/{seed}"
                 if key in cache:
                     continue
                 t0 = time.time()
                 if impl.startswith("lerobot/"):
                     floor = a.range_floor if impl.endswith("+floor") else 0.0
-                    row = run_lerobot(task, seed, a.steps, runs, a.lerobot_python, floor)
+                    row = run_lerobot(task, seed, a.steps, runs, a.lerobot_python, floor, a.inputs)
                 else:
-                    row = run_ours(task, impl.split("/")[1], seed, a.steps, runs)
+                    row = run_ours(task, impl.split("/")[1], seed, a.steps, runs, a.inputs)
                 cache[key] = {**row, "steps": a.steps, "total_s": time.time() - t0}
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(cache, indent=2))
                 print(key, cache[key], flush=True)
-    print(f"\n{a.steps} steps, batch 64, To=2 Tp=8 Ta=4, 50 held-out episodes; median [min-max] over seeds {a.seeds}\n")
+    print(f"\n{a.steps} steps, batch 64, Tp=8 Ta=4, inputs {a.inputs}, 50 held-out episodes; median [min-max] over "
+          f"seeds {a.seeds}\n")
     print("| task | policy | success | PushT score | train wall s (1 thread) |")
     print("|---|---|---|---|---|")
     for task in a.tasks:
-        for impl in (*IMPLS, "lerobot/diffusion+floor"):
-            rows = [cache[k] for k in (f"{task}/{impl}/{s}" for s in a.seeds) if k in cache]
+        tk = f"{task}@task" if task_inputs(task, a.inputs) else task
+        for impl in (*IMPLS, "lerobot/diffusion+floor", *TASK_IMPLS):
+            rows = [cache[k] for k in (f"{tk}/{impl}/{s}" for s in a.seeds) if k in cache]
             if not rows:
                 continue
             sr = [r["success_rate"] for r in rows]
             sc = [r["score"] for r in rows if r.get("score") is not None]
             ts = np.median([r["train_s"] for r in rows])
             score = f"{np.median(sc):.2f}" if sc else "-"
-            print(f"| {task} | {impl} | {np.median(sr):.0%} [{min(sr):.0%}-{max(sr):.0%}] | {score} | {ts:.0f} |")
+            print(f"| {tk} | {impl} | {np.median(sr):.0%} [{min(sr):.0%}-{max(sr):.0%}] | {score} | {ts:.0f} |")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,13 @@ import torch
 ROBOT_KEYS = ("eef_pos", "eef_yaw", "gripper")
 
 
-def load(path: str):
-    """-> obs keys split (robot, task), per-episode arrays [(state (T, ds), env (T, de), actions (T, Da))]."""
+def load(path: str, only: list[str] | None = None):
+    """-> obs keys split (robot, task), per-episode arrays [(state (T, ds), env (T, de), actions (T, Da))].
+    ``only``: use just these observation keys (default: all in the file)."""
     eps = []
     with h5py.File(path, "r") as f:
         names = sorted(f["data"], key=lambda k: int(k.split("_")[-1]))
-        keys = sorted(f["data"][names[0]]["obs"])
+        keys = sorted(only or f["data"][names[0]]["obs"])
         robot = [k for k in keys if k in ROBOT_KEYS]
         task = [k for k in keys if k not in ROBOT_KEYS]
         for n in names:
@@ -58,7 +59,14 @@ def minmax(x: np.ndarray, floor: float = 0.0) -> dict:
     return {"min": (lo - pad).tolist(), "max": (hi + pad).tolist()}
 
 
-def norm(x, s):  # LeRobot's MIN_MAX: (x - min) / (max - min + 1e-8) * 2 - 1
+def meanstd(x: np.ndarray) -> dict:
+    return {"mean": x.mean(0).tolist(), "std": x.std(0).tolist()}
+
+
+def norm(x, s):
+    """LeRobot's MIN_MAX: (x - min) / (max - min + 1e-8) * 2 - 1, or its MEAN_STD: (x - mean) / (std + 1e-8)."""
+    if "mean" in s:
+        return (x - np.asarray(s["mean"], np.float32)) / (np.asarray(s["std"], np.float32) + 1e-8)
     lo, hi = np.asarray(s["min"], np.float32), np.asarray(s["max"], np.float32)
     return (x - lo) / (hi - lo + 1e-8) * 2 - 1
 
@@ -95,11 +103,12 @@ def train(a) -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    robot, task, eps = load(a.data)
+    robot, task, eps = load(a.data, a.keys)
+    fit = meanstd if a.obs_norm == "meanstd" else (lambda x: minmax(x, a.range_floor))
     stats = {
-        "state": minmax(np.concatenate([e[0] for e in eps]), a.range_floor),
-        "env": minmax(np.concatenate([e[1] for e in eps]), a.range_floor),
-        "action": minmax(np.concatenate([e[2] for e in eps])),
+        "state": fit(np.concatenate([e[0] for e in eps])),
+        "env": fit(np.concatenate([e[1] for e in eps])),
+        "action": minmax(np.concatenate([e[2] for e in eps])),  # actions stay min-max, as on our side
     }
     eps = [(norm(s, stats["state"]), norm(v, stats["env"]), norm(x, stats["action"])) for s, v, x in eps]
     index = [(i, t) for i, e in enumerate(eps) for t in range(len(e[2]))]
@@ -137,7 +146,7 @@ def train(a) -> None:
     import lerobot
 
     meta = {
-        "robot": robot, "task": task, "stats": stats, "dims": [ds, de, da],
+        "robot": robot, "task": task, "stats": stats, "obs_norm": a.obs_norm, "dims": [ds, de, da],
         "To": a.To, "Tp": a.Tp, "Ta": a.Ta, "down_dims": list(a.down_dims), "embed": a.embed,
         "train_s": time.time() - t0, "steps": a.steps,
         "params": sum(p.numel() for p in policy.parameters()),
@@ -190,6 +199,9 @@ def main() -> None:
     t.add_argument("--embed", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--keys", nargs="+", default=None, help="observation keys to use (default: all in the file)")
+    t.add_argument("--obs-norm", choices=["minmax", "meanstd"], default="minmax",
+                   help="observation scaling: LeRobot's MIN_MAX (its diffusion default) or MEAN_STD")
     t.add_argument("--range-floor", type=float, default=0.0,
                    help="ablation: widen each observation dim's min-max range to at least this (0 = LeRobot's own)")
     s = sub.add_parser("serve")

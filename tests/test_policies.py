@@ -383,7 +383,7 @@ def test_normalizer_floors_the_range_of_jittering_dims():
     """A dim that only jitters (PushT's block z: 1.1 mm of contact jitter around 1.5 cm) must not be blown up:
     min-max divides by at least MIN_RANGE, so a test-time jitter twice the training range stays well inside
     [-1, 1] (it used to be scaled 1800x and hit the +-5 clamp)."""
-    from robolearn.data.normalizer import MIN_RANGE
+    from robolearn.data.normalizer import MIN_RANGE, MIN_STD
 
     g = np.random.default_rng(0)
     x = np.stack([g.uniform(-0.12, 0.12, 500), 0.015 + g.uniform(-5.5e-4, 5.5e-4, 500)], 1).astype(np.float32)
@@ -394,6 +394,13 @@ def test_normalizer_floors_the_range_of_jittering_dims():
     assert norm.normalize("block_pos", jitter)[0, 1].abs() < 0.1
     y = norm.normalize("block_pos", torch.as_tensor(x))
     assert y[:, 0].min() == pytest.approx(-1, abs=1e-5) and y[:, 0].max() == pytest.approx(1, abs=1e-5)
+    # mean/std scaling floors the std the same way (PushT-v1's block z, std 0.2 mm, was scaled ~5000x)
+    zs = Normalizer.from_data({"block_pos": x}, mode="meanstd")
+    st = zs.stats["block_pos"]
+    assert st.scale[1] == pytest.approx(1.0 / MIN_STD) and st.scale[0] == pytest.approx(1.0 / x[:, 0].std(), rel=1e-4)
+    assert (zs.normalize("block_pos", jitter)[0, 1] - zs.normalize("block_pos", torch.tensor([[0.0, 0.015]]))[0, 1]).abs() < 0.1
+    y = zs.normalize("block_pos", torch.as_tensor(x))
+    assert y[:, 0].mean().abs() < 1e-4 and y[:, 0].std(unbiased=False) == pytest.approx(1, abs=1e-4)
 
 
 def test_normalizer_round_trip_and_state_dict():

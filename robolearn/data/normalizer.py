@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 
 MODES = ("minmax", "meanstd")
-_EPS = 1e-6
 # A dim whose data range is below CONST_RANGE is treated as constant (scale 1, centred). Without it,
 # near-constant dims (e.g. a cube's quaternion x/y, range ~1e-4 while it rests flat) are blown up ~1e4x, and
 # the tiny tilts seen at test time land far outside [-1, 1]: policies then act on noise.
@@ -23,6 +22,9 @@ CONST_RANGE = 1e-3
 # 1.1 mm from contact; the eef yaw, 5 mrad; the closed fingers, 3 mm) was scaled 400-1800x, so jitter filled
 # [-1, 1] in training and hit the +-5 clamp in rollouts. With the floor it moves the input by < 0.1.
 MIN_RANGE = 0.05
+# The same floor for mean/std scaling: the std is taken as at least MIN_STD (a scale of at most 40, as min-max's
+# floor gives). Without it PushT-v1's block z (std 0.2 mm, contact jitter) was scaled ~5000x.
+MIN_STD = MIN_RANGE / 2
 
 
 # names a ModuleDict entry cannot take: its own attributes ("half", "type", "keys", "train", ...)
@@ -81,8 +83,8 @@ class Normalizer(nn.Module):
                 scale = torch.where(const, torch.ones_like(rng), 2.0 / rng.clamp_min(MIN_RANGE))
                 offset = -(hi + lo) / 2 * scale
             else:
-                safe = torch.where(std < _EPS, torch.ones_like(std), std)
-                scale = 1.0 / safe
+                const = hi - lo < CONST_RANGE
+                scale = torch.where(const, torch.ones_like(std), 1.0 / std.clamp_min(MIN_STD))
                 offset = -mean * scale
             s = norm.stats[_escape(k)]
             for name, v in (
