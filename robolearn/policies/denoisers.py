@@ -133,7 +133,9 @@ class MLPDenoiser(nn.Module):
     """MLP over the flattened chunk; concat(x, t_emb, cond) as input, with the (t_emb, cond) part of the first
     layer precomputed by ``condition``."""
 
-    def __init__(self, cond_dim: int, Tp: int, Da: int, hidden: list[int], time_dim: int, activation: str = "mish"):
+    def __init__(
+        self, cond_dim: int, Tp: int, Da: int, hidden: list[int], time_dim: int, activation: str = "mish"
+    ):
         super().__init__()
         act = ACTIVATIONS[activation]
         self.Tp, self.Da = Tp, Da
