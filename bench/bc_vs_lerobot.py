@@ -81,9 +81,13 @@ def task_inputs(task: str, inputs: str) -> dict:
     return {k: d[k] for k in ("To", "obs_keys", "obs_normalizer") if k in d}
 
 
+def task_tag(task: str, inputs: str) -> str:
+    """The task's name in result keys and run folders: ``pusht1@task`` where --inputs task changes its inputs."""
+    return f"{task}@task" if task_inputs(task, inputs) else task
+
+
 def run_ours(task: str, head: str, seed: int, steps: int, runs: Path, inputs: str = "all") -> dict:
-    suffix = "@task" if task_inputs(task, inputs) else ""
-    out = runs / f"{task}{suffix}" / f"{head}_s{seed}"
+    out = runs / task_tag(task, inputs) / f"{head}_s{seed}"
     loop = TrainLoopConfig(steps=steps, batch_size=64, seed=seed, eval_episodes=0, val_every=0)
     if head == "task":  # everything from the task's defaults: head flow, its horizon, encoder and denoiser
         cfg = TrainConfig(policy=PolicyConfig(head="flow"), data=f"datasets/{task}.hdf5", out=str(out), train=loop)
@@ -109,7 +113,7 @@ def run_ours(task: str, head: str, seed: int, steps: int, runs: Path, inputs: st
 def run_lerobot(task: str, seed: int, steps: int, runs: Path, python: str, floor: float = 0.0,
                 inputs: str = "all") -> dict:
     fields = task_inputs(task, inputs)
-    out = runs / f"{task}{'@task' if fields else ''}" / (f"lerobot_s{seed}" if not floor else f"lerobot_floor{floor}_s{seed}")
+    out = runs / task_tag(task, inputs) / (f"lerobot_s{seed}" if not floor else f"lerobot_floor{floor}_s{seed}")
     out.mkdir(parents=True, exist_ok=True)
     cmd = [python, str(HERE / "lerobot_learn.py"), "train", "--data", f"datasets/{task}.hdf5", "--out", str(out),
            "--steps", str(steps), "--seed", str(seed), "--Tp", "8", "--Ta", "4", "--range-floor", str(floor),
@@ -148,7 +152,7 @@ def main() -> None:
     cache = json.loads(path.read_text()) if path.exists() else {}
     runs = Path(a.runs)
     for task in a.tasks:
-        tk = f"{task}@task" if task_inputs(task, a.inputs) else task
+        tk = task_tag(task, a.inputs)
         extra = (("lerobot/diffusion+floor",) if a.range_floor else ()) + (TASK_IMPLS if tk != task else ())
         for seed in a.seeds:
             for impl in IMPLS + extra:
@@ -170,7 +174,7 @@ def main() -> None:
     print("| task | policy | success | PushT score | train wall s (1 thread) |")
     print("|---|---|---|---|---|")
     for task in a.tasks:
-        tk = f"{task}@task" if task_inputs(task, a.inputs) else task
+        tk = task_tag(task, a.inputs)
         for impl in (*IMPLS, "lerobot/diffusion+floor", *TASK_IMPLS):
             rows = [cache[k] for k in (f"{tk}/{impl}/{s}" for s in a.seeds) if k in cache]
             if not rows:

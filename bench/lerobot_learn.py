@@ -146,7 +146,7 @@ def train(a) -> None:
     import lerobot
 
     meta = {
-        "robot": robot, "task": task, "stats": stats, "obs_norm": a.obs_norm, "dims": [ds, de, da],
+        "robot": robot, "task": task, "stats": stats, "dims": [ds, de, da],
         "To": a.To, "Tp": a.Tp, "Ta": a.Ta, "down_dims": list(a.down_dims), "embed": a.embed,
         "train_s": time.time() - t0, "steps": a.steps,
         "params": sum(p.numel() for p in policy.parameters()),
