@@ -76,14 +76,13 @@ class Normalizer(nn.Module):
                 )
             lo, hi = a.amin(0), a.amax(0)
             mean, std = a.mean(0), a.std(0, unbiased=False)
+            rng = hi - lo
+            # Constant dims (either mode): scale 1 and centre on 0 instead of dividing by ~0.
+            const = rng < CONST_RANGE
             if modes.get(k, "minmax") == "minmax":
-                rng = hi - lo
-                const = rng < CONST_RANGE
-                # Constant dims: scale 1 and centre on 0 instead of dividing by ~0.
                 scale = torch.where(const, torch.ones_like(rng), 2.0 / rng.clamp_min(MIN_RANGE))
                 offset = -(hi + lo) / 2 * scale
             else:
-                const = hi - lo < CONST_RANGE
                 scale = torch.where(const, torch.ones_like(std), 1.0 / std.clamp_min(MIN_STD))
                 offset = -mean * scale
             s = norm.stats[_escape(k)]
