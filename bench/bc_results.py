@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stores import TASK_ENV, key_values
+from stores import TASK_ENV, completed, key_values
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.eval.runner import evaluate_policy
@@ -101,7 +101,7 @@ def main() -> None:
                     train=TrainLoopConfig(steps=a.steps, batch_size=a.batch_size, seed=seed, eval_episodes=0,
                                           val_every=500),
                 )
-                s = train(cfg)
+                s = completed(train(cfg), key)
                 policy = load_policy(out / "checkpoints" / "last.pt")
                 r = evaluate_policy(policy, TASK_ENV[task], {"obs_mode": obs_mode, "reward_type": "dense"},
                                     episodes=a.episodes, seed=0, Ta=policy.spec.get("Ta"))

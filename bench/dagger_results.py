@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stores import TASK_ENV, first_episodes, key_values
+from stores import TASK_ENV, completed, first_episodes, key_values
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
 from robolearn.algos.dagger import DaggerConfig, run_dagger
@@ -99,7 +99,7 @@ def main():
             labels = first_episodes(src, n, data)
             run = out / f"bc_{n}_s{seed}"
             head_cfg = {"denoiser": "mlp"} if a.head in ("diffusion", "flow") else None  # fast on CPU
-            train(
+            summary = train(
                 TrainConfig(
                     policy=PolicyConfig(head=a.head, head_cfg=head_cfg),
                     data=str(data),
@@ -107,6 +107,7 @@ def main():
                     train=loop_cfg(seed),
                 )
             )
+            completed(summary, key)
             p = load_policy(run / "checkpoints/last.pt")
             r = evaluate_policy(
                 p,

@@ -26,7 +26,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import torch  # noqa: E402
 from robolearn_envs.suites import MT10_TASKS  # noqa: E402
-from stores import first_episodes  # noqa: E402
+from stores import completed, first_episodes  # noqa: E402
 
 from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train  # noqa: E402
 from robolearn.config import RecordConfig  # noqa: E402
@@ -97,10 +97,7 @@ def main():
                         )
                     )
                     train_s = time.perf_counter() - t0
-                    if summary.get("interrupted"):  # a stopped training is not a result: leave the bench
-                        raise SystemExit(
-                            f"{key}: training interrupted; rerun to resume (finished runs are kept)"
-                        )
+                    completed(summary, key)  # a stopped training is not a result: leave the bench
                     seeds = [eval_seed(seed, i) for i in range(a.episodes)]
                     assert not set(seeds) & demo_seeds[task]
                     p = load_policy(run / "checkpoints/last.pt")
