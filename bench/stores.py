@@ -55,5 +55,7 @@ def completed(summary: dict, key: str) -> dict:
     """`train()`'s summary, or exit the bench when that training was interrupted (a Ctrl-C or SIGTERM stops the
     trainer at its last checkpoint and returns): a partly trained policy is not a result to record."""
     if summary.get("interrupted"):
-        raise SystemExit(f"{key}: training interrupted; rerun to resume (finished runs are kept)")
+        raise SystemExit(
+            f"{key}: training interrupted, not recorded; rerun the bench (finished runs are kept, this one trains again)"
+        )
     return summary
