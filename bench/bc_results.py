@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stores import TASK_ENV, completed, key_values
+from stores import TASK_ENV, key_values
 
-from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
+from robolearn.algos.bc import TrainConfig, TrainLoopConfig
+from robolearn.api import train
 from robolearn.eval.runner import evaluate_policy
 from robolearn.policies import HEADS, PolicyConfig, load_policy, policy_horizon
 
@@ -101,7 +102,7 @@ def main() -> None:
                     train=TrainLoopConfig(steps=a.steps, batch_size=a.batch_size, seed=seed, eval_episodes=0,
                                           val_every=500),
                 )
-                s = completed(train(cfg), key)
+                s = train(cfg).metrics  # raises Interrupted if stopped: a partial run is never scored
                 policy = load_policy(out / "checkpoints" / "last.pt")
                 r = evaluate_policy(policy, TASK_ENV[task], {"obs_mode": obs_mode, "reward_type": "dense"},
                                     episodes=a.episodes, seed=0, Ta=policy.spec.get("Ta"))

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from robolearn_envs import BC_DEFAULTS
-from stores import TASK_ENV, completed
+from stores import TASK_ENV
 
-from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
+from robolearn.algos.bc import TrainConfig, TrainLoopConfig
+from robolearn.api import train
 from robolearn.eval.runner import evaluate_policy
 from robolearn.policies import PolicyConfig, load_policy
 
@@ -101,7 +102,7 @@ def run_ours(task: str, head: str, seed: int, steps: int, runs: Path, inputs: st
             policy=PolicyConfig(head=head, head_cfg=OURS[head], **({"encoder": enc} if enc else {})),
             data=f"datasets/{task}.hdf5", out=str(out), Tp=8, Ta=4, train=loop, task_defaults=False, **fields,
         )
-    s = completed(train(cfg), str(out))
+    s = train(cfg).metrics  # raises Interrupted if stopped: a partial run is never scored
     r = evaluate_policy(load_policy(out / "checkpoints" / "last.pt"), TASK_ENV[task], {"obs_mode": "state"},
                         episodes=50, seed=0)
     return {"success_rate": r["success_rate"], "score": r.get("score"), "train_s": s["seconds"],

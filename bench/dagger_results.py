@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from stores import TASK_ENV, completed, first_episodes, key_values
+from stores import TASK_ENV, first_episodes, key_values
 
-from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train
+from robolearn.algos.bc import TrainConfig, TrainLoopConfig
 from robolearn.algos.dagger import DaggerConfig, run_dagger
+from robolearn.api import train
 from robolearn.data.store import read_info
 from robolearn.eval.runner import evaluate_policy
 from robolearn.policies import PolicyConfig, load_policy
@@ -99,7 +100,7 @@ def main():
             labels = first_episodes(src, n, data)
             run = out / f"bc_{n}_s{seed}"
             head_cfg = {"denoiser": "mlp"} if a.head in ("diffusion", "flow") else None  # fast on CPU
-            summary = train(
+            train(  # raises Interrupted if stopped: a partial run is never scored
                 TrainConfig(
                     policy=PolicyConfig(head=a.head, head_cfg=head_cfg),
                     data=str(data),
@@ -107,7 +108,6 @@ def main():
                     train=loop_cfg(seed),
                 )
             )
-            completed(summary, key)
             p = load_policy(run / "checkpoints/last.pt")
             r = evaluate_policy(
                 p,

@@ -26,9 +26,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import torch  # noqa: E402
 from robolearn_envs.suites import MT10_TASKS  # noqa: E402
-from stores import completed, first_episodes  # noqa: E402
+from stores import first_episodes  # noqa: E402
 
-from robolearn.algos.bc import TrainConfig, TrainLoopConfig, train  # noqa: E402
+from robolearn.algos.bc import TrainConfig, TrainLoopConfig  # noqa: E402
+from robolearn.api import train  # noqa: E402
 from robolearn.config import RecordConfig  # noqa: E402
 from robolearn.data.store import read_info  # noqa: E402
 from robolearn.eval.runner import evaluate_policy  # noqa: E402
@@ -86,7 +87,7 @@ def main():
                         continue
                     run = out / task / f"{head}_{n}_s{seed}"
                     t0 = time.perf_counter()
-                    summary = train(
+                    train(  # raises Interrupted if stopped: a partial run is never scored
                         TrainConfig(
                             policy=PolicyConfig(head=head, head_cfg=HEADS[head]),
                             data=str(data),
@@ -97,7 +98,6 @@ def main():
                         )
                     )
                     train_s = time.perf_counter() - t0
-                    completed(summary, key)  # a stopped training is not a result: leave the bench
                     seeds = [eval_seed(seed, i) for i in range(a.episodes)]
                     assert not set(seeds) & demo_seeds[task]
                     p = load_policy(run / "checkpoints/last.pt")

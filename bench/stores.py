@@ -49,13 +49,3 @@ def key_values(items: Iterable[str], error: Callable[[str], str]) -> dict:
             raise SystemExit(error(item))
         out[k] = yaml.safe_load(v)
     return out
-
-
-def completed(summary: dict, key: str) -> dict:
-    """`train()`'s summary, or exit the bench when that training was interrupted (a Ctrl-C or SIGTERM stops the
-    trainer at its last checkpoint and returns): a partly trained policy is not a result to record."""
-    if summary.get("interrupted"):
-        raise SystemExit(
-            f"{key}: training interrupted, not recorded; rerun the bench (finished runs are kept, this one trains again)"
-        )
-    return summary

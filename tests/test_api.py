@@ -29,3 +29,23 @@ def test_help_lists_the_api():
     for name in ("record", "train", "evaluate", "dagger", "finetune", "run_loop", "load_policy"):
         assert re.search(rf"^\s+{name}\(", text, re.M), name
         assert callable(getattr(robolearn, name))
+
+
+def test_train_raises_when_the_run_was_stopped(monkeypatch):
+    """robolearn.api.train never hands back a partly trained run as finished: the bench scripts rely on it so that a
+    training stopped by SIGTERM is not scored (bench/dagger_results.py once recorded one stopped at step 6152/20000)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    import robolearn.algos.bc as bc
+    from robolearn.signals import Interrupted
+
+    stopped = {"interrupted": True, "signal": 15, "checkpoint": "run/checkpoints/last.pt"}
+    monkeypatch.setattr(bc, "train", lambda cfg: stopped)
+    with pytest.raises(Interrupted, match="training interrupted") as e:
+        robolearn.api.train(SimpleNamespace(out="run"))
+    assert e.value.signum == 15
+    done = {"interrupted": False, "checkpoint": "run/checkpoints/last.pt", "seconds": 1.0}
+    monkeypatch.setattr(bc, "train", lambda cfg: done)
+    assert robolearn.api.train(SimpleNamespace(out="run")).metrics is done
