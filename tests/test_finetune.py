@@ -223,6 +223,58 @@ def test_sac_actor_from_checkpoint_acts_without_bc_file(bc, tmp_path):
         sac_actor_from_checkpoint(torch.load(ckpts["gmm"], weights_only=True))
 
 
+def test_sac_observation_is_scaled_by_the_bc_normaliser(bc, tmp_path):
+    """obs_norm (the default): the networks see the history as the BC policy's normaliser scales it, in the
+    online buffer, the demo buffer and the checkpoint alike; the BC base still plans from the raw history."""
+    from robolearn.algos.obs_layout import OBS_CLIP, ObsLayout, ObsScaling
+    from robolearn.envutil import make_env
+
+    demos, ckpts = bc
+    bc_policy = load_policy(ckpts["mse"])
+    layout = ObsLayout.from_spec(bc_policy.spec)
+    scaling = ObsScaling.from_policy(bc_policy, layout)
+    env = make_env(ENV)
+    obs, _ = env.reset(seed=0)
+    x = ft.FlatHistory(layout).push(obs)
+    want = np.concatenate(
+        [
+            np.tile(
+                bc_policy.normalizer.normalize(k, torch.as_tensor(obs[k])[None]).clamp(-5, 5).numpy(),
+                layout.To,
+            ).reshape(-1)
+            for k in layout.keys
+        ]
+    )
+    np.testing.assert_allclose(scaling(x), want, atol=1e-5)
+    assert np.abs(scaling(x * 1e3)).max() <= OBS_CLIP
+
+    finetune(small(ckpts["mse"], demos, tmp_path / "run", steps=60))
+    ck = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
+    np.testing.assert_allclose(ck["obs_scaling"]["scale"].numpy(), scaling.scale)
+    D = layout.dim
+    online = ck["replay"]["obs"][: ck["replay"]["size"], :D].numpy()
+    assert np.abs(online).max() <= OBS_CLIP and np.abs(online).max() > 0.5  # scaled, not metres
+    demo_obs = ck["demo_replay"]["obs"][: ck["demo_replay"]["size"], :D].numpy()
+    raw = ft.load_demo_transitions(str(demos), layout, -np.ones(5), np.ones(5), "sparse", None)["obs"]
+    np.testing.assert_allclose(demo_obs, scaling(raw), atol=1e-5)
+    actor = sac_actor_from_checkpoint(ck)  # the loaded actor scales as the run did
+    actor.reset()
+    s = actor.observe(obs)
+    np.testing.assert_allclose(s[:D], scaling(x), atol=1e-6)
+    base = ft.held_chunk(
+        bc_policy, layout, -np.ones(5, np.float32), np.ones(5, np.float32), int(ck["bridge_Ta"])
+    )
+    np.testing.assert_allclose(s[D:], base(x), atol=1e-5)  # the BC proposal from the raw history
+
+    raw_run = finetune(small(ckpts["mse"], demos, tmp_path / "raw", steps=60, obs_norm=False))
+    assert raw_run["env_steps"] == 60
+    ck = torch.load(tmp_path / "raw/checkpoints/last.pt", weights_only=True)
+    assert ck["obs_scaling"] is None
+    a = sac_actor_from_checkpoint(ck)
+    a.reset()
+    np.testing.assert_allclose(a.observe(obs)[:D], x)
+
+
 def test_no_demos_and_bridge_none(bc, tmp_path):
     demos, ckpts = bc
     s = finetune(small(ckpts["mse"], None, tmp_path / "a", steps=60))

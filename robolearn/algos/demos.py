@@ -8,7 +8,7 @@ import logging
 import numpy as np
 
 from robolearn.algos.bridges import HeldChunk, to_unit
-from robolearn.algos.obs_layout import ObsLayout
+from robolearn.algos.obs_layout import ObsLayout, ObsScaling
 from robolearn.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -16,12 +16,20 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------ demos
 def load_demo_transitions(
-    path, layout: ObsLayout, low, high, reward_type: str, base: HeldChunk | None
+    path,
+    layout: ObsLayout,
+    low,
+    high,
+    reward_type: str,
+    base: HeldChunk | None,
+    scaling: ObsScaling | None = None,
 ) -> dict[str, np.ndarray]:
     """Demo file -> transition arrays in the SAC layout (obs/next_obs (N, D [+ base columns]), action (N, Da)
     in [-1, 1], reward, terminated, truncated). With a residual bridge each episode's base columns are the BC
     policy's held chunk as it would run there (planned every Ta steps from the episode's start), so demo and
-    online observations mean the same. Rewards: see the module docstring (relabelled dense -> sparse)."""
+    online observations mean the same; the history is scaled by `scaling` when given, as SACActorPolicy.observe
+    does (`obs_raw`: the unscaled histories, what the BC policy reads). Rewards: see the module docstring
+    (relabelled dense -> sparse)."""
     from robolearn.data.store import iter_episodes, read_info
 
     info = read_info(path)
@@ -38,7 +46,7 @@ def load_demo_transitions(
             f"be relabelled as {reward_type!r}. Fix: record them with reward_type={reward_type}, or "
             f"fine-tune with reward_type={file_rt}"
         )
-    parts: dict[str, list] = {k: [] for k in ("h", "action", "reward", "terminated", "truncated")}
+    parts: dict[str, list] = {k: [] for k in ("h", "raw", "action", "reward", "terminated", "truncated")}
     for name, ep in iter_episodes(path):
         T = len(ep["actions"])
         if T == 0:
@@ -47,10 +55,12 @@ def load_demo_transitions(
         if nxt is None:
             raise ConfigError(f"demos={str(path)!r}, episode {name}: no next_obs (needed for transitions)")
         seq = {k: np.concatenate([ep["obs"][k], nxt[k][-1:]]) for k in layout.keys}  # (T + 1, ...)
-        h_ep = layout.histories(seq)  # obs[t] = h[t], next_obs[t] = h[t + 1]
+        raw = layout.histories(seq)  # obs[t] = h[t], next_obs[t] = h[t + 1]
+        h_ep = raw if scaling is None else scaling(raw)
         if base is not None:
-            h_ep = np.concatenate([h_ep, base.episode(h_ep)], axis=1)
+            h_ep = np.concatenate([h_ep, base.episode(raw)], axis=1)
         parts["h"].append(h_ep)
+        parts["raw"].append(raw)
         parts["action"].append(to_unit(ep["actions"], low, high))
         done = bool(np.asarray(ep.get("dones", np.zeros(T)))[-1])
         if reward_type == file_rt:
@@ -74,6 +84,7 @@ def load_demo_transitions(
     return {
         "obs": h[first],
         "next_obs": h[first + 1],
+        "obs_raw": np.concatenate(parts["raw"])[first],
         "action": np.concatenate(parts["action"]),
         "reward": np.concatenate(parts["reward"]),
         "terminated": np.concatenate(parts["terminated"]),

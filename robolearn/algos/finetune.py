@@ -6,7 +6,9 @@ The procedure, top to bottom:
 1. the SAC observation: the BC policy's low-dim observation keys (sorted), each over the policy's history
    To (oldest first, padded with the episode's first observation like the BC dataset), flattened and
    concatenated key by key into one vector s (D,). Image observations are refused (state only for now).
-   Raw units, no normaliser. Actions: the env's Box rescaled to [-1, 1] (our tasks already are).
+   The networks see s scaled by the BC checkpoint's normaliser (`obs_norm=true`, obs_layout.ObsScaling:
+   the policy's own per-key scale and offset, clipped to +-5), stored scaled in the buffers and the
+   checkpoint; the BC policy itself plans from the raw s. Actions: the env's Box rescaled to [-1, 1].
 2. the actor, from the BC checkpoint through an explicit *bridge* (`bridge=`):
 
    - `residual` (default, any head): `sac.ResidualActor` on top of the frozen BC policy,
@@ -92,7 +94,7 @@ from robolearn.algos.finetuned import (  # noqa: F401
     sac_actor_from_checkpoint,
 )
 from robolearn.algos.interventions import HumanInTheLoop
-from robolearn.algos.obs_layout import FlatHistory, ObsLayout  # noqa: F401
+from robolearn.algos.obs_layout import FlatHistory, ObsLayout, ObsScaling  # noqa: F401
 from robolearn.config import TELEOP_DEVICES, ConfigError
 from robolearn.policies.checkpoint import SAC_FORMAT as FORMAT
 from robolearn.seeds import FINETUNE_SEED_BASE, add_seeds, data_fields, finetune_seed, warn_if_evaluated
@@ -226,6 +228,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
     else:
         bridge_Ta = int(bc.spec.get("Ta", 1)) if (use_base and cfg.chunked) else 0
     held = held_chunk(bc, layout, low, high, bridge_Ta) if use_base else None
+    if resume_ck is not None:  # as the run was trained (None: a checkpoint from before obs_norm)
+        scaling = ObsScaling.from_state(resume_ck.get("obs_scaling"))
+    else:
+        scaling = ObsScaling.from_policy(bc, layout) if (bc is not None and cfg.obs_norm) else None
     obs_dim = layout.dim + (held.extra + da if use_base else 0)
 
     torch.manual_seed(cfg.seed)
@@ -251,7 +257,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         demo_buf = ReplayBuffer(obs_dim, da, int(st["capacity"]), cfg.n_step, cfg.gamma)
         demo_buf.load_state_dict(st)
     elif cfg.demos:
-        d = load_demo_transitions(cfg.demos, layout, low, high, reward_type, held)
+        d = load_demo_transitions(cfg.demos, layout, low, high, reward_type, held, scaling)
         # with interventions the takeovers join the demos (HIL-SERL keeps them in both buffers)
         room = min(cfg.buffer_size, cfg.steps) if cfg.intervention else 0
         demo_buf = ReplayBuffer(obs_dim, da, len(d["reward"]) + room, cfg.n_step, cfg.gamma)
@@ -260,7 +266,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         log.info("demos: %d episodes, %d transitions from %s", d["episodes"], len(d["reward"]), cfg.demos)
         if cfg.bridge == "gaussian" and resume_ck is None:
             mse = distill_gaussian(
-                actor, d["obs"], batched(base, d["obs"]), cfg.distill_steps, init_log_std, seed=cfg.seed
+                actor, d["obs"], batched(base, d["obs_raw"]), cfg.distill_steps, init_log_std, seed=cfg.seed
             )
             demo_info["distill_mse"] = mse
             log.info(
@@ -288,6 +294,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         deterministic=False,
         env_id=env_id,
         env_kwargs=env_kwargs,
+        scaling=scaling,
     )
 
     iv_counts = {"steps": 0, "episodes": 0}  # replaced by the checkpoint's on resume (history below)
@@ -327,6 +334,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 "bridge_Ta": bridge_Ta,
                 "residual_max_log_std": max_log_std,
                 "obs_layout": layout.to_json(),
+                "obs_scaling": scaling.state_dict() if scaling is not None else None,
                 "action_low": torch.from_numpy(low),
                 "action_high": torch.from_numpy(high),
                 "residual_scale": cfg.residual_scale,
@@ -404,6 +412,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             "low": low,
             "high": high,
             "layout": layout.to_json(),
+            "obs_scaling": scaling.state_dict() if scaling is not None else None,
             "bridge": cfg.bridge,
             "bridge_Ta": bridge_Ta,
             "max_log_std": max_log_std,

@@ -89,6 +89,11 @@ class FinetuneConfig:
     ckpt_every: int = opt(1000, "checkpoint every N env steps")
     log_every: int = opt(100, "TensorBoard scalars every N env steps")
     seed: int = opt(0, "seed (torch, numpy, training episodes)")
+    obs_norm: bool = opt(
+        True,
+        "scale the SAC networks' observation with the BC checkpoint's normaliser, clipped to +-5 as the BC "
+        "policy clips it (false = raw units; bridge=none without a checkpoint is always raw)",
+    )
     chunked: bool = opt(
         True,
         "residual bridge: the BC proposal is its chunk held for Ta steps as the BC policy runs (with the chunk "

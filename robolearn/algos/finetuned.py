@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from robolearn.algos.bridges import HeldChunk, build_actor, from_unit, held_chunk
-from robolearn.algos.obs_layout import FlatHistory, ObsLayout
+from robolearn.algos.obs_layout import FlatHistory, ObsLayout, ObsScaling
 from robolearn.policies.checkpoint import SAC_FORMAT as FORMAT
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ class SACActorPolicy:
         deterministic: bool = True,
         env_id: str | None = None,
         env_kwargs: dict | None = None,
+        scaling: ObsScaling | None = None,
     ):
-        self.actor, self.layout, self.base = actor, layout, base
+        self.actor, self.layout, self.base, self.scaling = actor, layout, base, scaling
         self.low, self.high = np.asarray(low, np.float32), np.asarray(high, np.float32)
         self.deterministic = deterministic
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
@@ -50,11 +51,13 @@ class SACActorPolicy:
 
     def observe(self, obs: dict) -> np.ndarray:
         """The SAC observation of this step: [history (D)] or, for a residual actor, [history, the held BC
-        chunk's phase and action] (HeldChunk). Call once per env step: it advances the chunk."""
+        chunk's phase and action] (HeldChunk), the history scaled by `scaling` when given (the BC policy
+        plans from the raw one). Call once per env step: it advances the chunk."""
         x = self.history.push(obs)
+        s = x if self.scaling is None else self.scaling(x)
         if self.base is not None:
-            x = np.concatenate([x, self.base(x)])
-        return x
+            s = np.concatenate([s, self.base(x)])
+        return s
 
     def fresh(self) -> SACActorPolicy:
         """The same actor with its own history and chunk state (evaluations during training use one, so the
@@ -68,6 +71,7 @@ class SACActorPolicy:
             self.deterministic,
             self.env_id,
             self.env_kwargs,
+            self.scaling,
         )
 
     @torch.no_grad()
@@ -122,6 +126,7 @@ def sac_actor_from_checkpoint(ck: dict, deterministic: bool = True) -> SACActorP
         deterministic,
         ck.get("env_id"),
         json.loads(ck.get("env_kwargs") or "{}"),
+        ObsScaling.from_state(ck.get("obs_scaling")),  # None: a checkpoint trained on raw observations
     )
 
 

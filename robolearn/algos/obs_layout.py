@@ -92,3 +92,50 @@ class FlatHistory:
                 b[:-1] = b[1:].copy()
                 b[-1] = s[0]
         return np.concatenate([b.reshape(-1) for b in self.buf])
+
+
+# ------------------------------------------------------------------------------------------------ scaling
+OBS_CLIP = 5.0  # as the BC policy clamps its normalised inputs (Policy.encode)
+
+
+@dataclass
+class ObsScaling:
+    """The SAC networks' view of the flat history: ``clip(x * scale + offset, +-OBS_CLIP)`` on its first D
+    columns, with the BC checkpoint's normaliser statistics tiled over the history (the policy's own view of
+    the same observation). Raw positions in metres differ by millimetres between states that a precise task
+    tells apart; scaled, they differ by the fraction of the demos' range that the BC policy sees. Columns after
+    D (the held chunk's phase and base action, already in [0, 1] / [-1, 1]) pass through unchanged."""
+
+    scale: np.ndarray  # (D,)
+    offset: np.ndarray  # (D,)
+
+    @classmethod
+    def from_policy(cls, policy, layout: ObsLayout) -> ObsScaling:
+        scale, offset = [], []
+        for k, shape in zip(layout.keys, layout.shapes):
+            n = math.prod(shape)
+            one = torch.zeros((1, *shape))
+            off = policy.normalizer.normalize(k, one).reshape(n)  # x = 0 -> offset
+            sc = policy.normalizer.normalize(k, one + 1).reshape(n) - off  # x = 1 -> scale + offset
+            scale.append(np.tile(sc.detach().numpy(), layout.To))
+            offset.append(np.tile(off.detach().numpy(), layout.To))
+        return cls(np.concatenate(scale).astype(np.float32), np.concatenate(offset).astype(np.float32))
+
+    @property
+    def dim(self) -> int:
+        return len(self.scale)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        D = self.dim
+        head = np.clip(x[..., :D] * self.scale + self.offset, -OBS_CLIP, OBS_CLIP)
+        return np.concatenate([head, x[..., D:]], axis=-1).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return {"scale": torch.from_numpy(self.scale.copy()), "offset": torch.from_numpy(self.offset.copy())}
+
+    @classmethod
+    def from_state(cls, st: dict | None) -> ObsScaling | None:
+        if not st:
+            return None
+        return cls(np.asarray(st["scale"], np.float32), np.asarray(st["offset"], np.float32))

@@ -33,7 +33,7 @@ class EnvActor:
     def __init__(self, spec: dict, index: int, n: int, first_episode: int):
         from robolearn.algos.bridges import build_actor, held_chunk
         from robolearn.algos.finetuned import SACActorPolicy
-        from robolearn.algos.obs_layout import ObsLayout
+        from robolearn.algos.obs_layout import ObsLayout, ObsScaling
         from robolearn.envutil import make_env
         from robolearn.policies.checkpoint import build_policy
 
@@ -51,7 +51,8 @@ class EnvActor:
         self.actor = build_actor(spec["bridge"], spec["obs_dim"], spec["da"], spec["hidden"],
                                  spec["residual_scale"], spec["init_log_std"], spec.get("max_log_std"))
         self.pol = SACActorPolicy(self.actor, layout, self.low, self.high, base, deterministic=False,
-                                  env_id=spec["env_id"], env_kwargs=spec["env_kwargs"])
+                                  env_id=spec["env_id"], env_kwargs=spec["env_kwargs"],
+                                  scaling=ObsScaling.from_state(spec.get("obs_scaling")))
         self.rng = np.random.default_rng([int(spec["seed"]), index])
         self.need_reset, self.s = True, None
         self.ep = [0.0, 0, False]
