@@ -6,9 +6,8 @@ The procedure, top to bottom:
 1. the SAC observation: the BC policy's low-dim observation keys (sorted), each over the policy's history
    To (oldest first, padded with the episode's first observation like the BC dataset), flattened and
    concatenated key by key into one vector s (D,). Image observations are refused (state only for now).
-   The networks see s scaled by the BC checkpoint's normaliser (`obs_norm=true`, obs_layout.ObsScaling:
-   the policy's own per-key scale and offset, clipped to +-5), stored scaled in the buffers and the
-   checkpoint; the BC policy itself plans from the raw s. Actions: the env's Box rescaled to [-1, 1].
+   The networks (and buffers) see s scaled by the BC checkpoint's normaliser (`obs_norm`, ObsScaling); the
+   BC policy plans from the raw s. Actions: the env's Box rescaled to [-1, 1].
 2. the actor, from the BC checkpoint through an explicit *bridge* (`bridge=`):
 
    - `residual` (default, any head): `sac.ResidualActor` on top of the frozen BC policy,
@@ -228,10 +227,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     else:
         bridge_Ta = int(bc.spec.get("Ta", 1)) if (use_base and cfg.chunked) else 0
     held = held_chunk(bc, layout, low, high, bridge_Ta) if use_base else None
-    if resume_ck is not None:  # as the run was trained (None: a checkpoint from before obs_norm)
-        scaling = ObsScaling.from_state(resume_ck.get("obs_scaling"))
-    else:
-        scaling = ObsScaling.from_policy(bc, layout) if (bc is not None and cfg.obs_norm) else None
+    scaling = ObsScaling.for_run(bc, layout, cfg.obs_norm, resume_ck)
     obs_dim = layout.dim + (held.extra + da if use_base else 0)
 
     torch.manual_seed(cfg.seed)
@@ -285,17 +281,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         else cfg.demo_ratio
     )
     sampler = MixedSampler(demo_buf, online, schedule) if demo_buf is not None else None
-    pol = SACActorPolicy(
-        actor,
-        layout,
-        low,
-        high,
-        held,
-        deterministic=False,
-        env_id=env_id,
-        env_kwargs=env_kwargs,
-        scaling=scaling,
-    )
+    pol = SACActorPolicy(actor, layout, low, high, held, False, env_id, env_kwargs, scaling)
 
     iv_counts = {"steps": 0, "episodes": 0}  # replaced by the checkpoint's on resume (history below)
     human = HumanInTheLoop(cfg, env, env_id, env_kwargs, iv_counts, low, high) if cfg.intervention else None

@@ -121,6 +121,14 @@ class ObsScaling:
             offset.append(np.tile(off.detach().numpy(), layout.To))
         return cls(np.concatenate(scale).astype(np.float32), np.concatenate(offset).astype(np.float32))
 
+    @classmethod
+    def for_run(cls, policy, layout: ObsLayout, enabled: bool, resume_ck: dict | None) -> ObsScaling | None:
+        """A fine-tuning run's scaling: the resumed checkpoint's (None: written before obs_norm existed, raw),
+        else the BC policy's when `enabled` (no policy, e.g. bridge=none from scratch: raw)."""
+        if resume_ck is not None:
+            return cls.from_state(resume_ck.get("obs_scaling"))
+        return cls.from_policy(policy, layout) if (policy is not None and enabled) else None
+
     @property
     def dim(self) -> int:
         return len(self.scale)
