@@ -3,18 +3,18 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/pusht1_sampling.py runs/pt_h/base/checkpoints/last.pt
     OMP_NUM_THREADS=1 .venv/bin/python bench/pusht1_sampling.py runs/pt_h/tok64/checkpoints/last.pt
 
-Flow / diffusion checkpoints: a zero initial noise (the deterministic map from x0 = 0 instead of a draw from N(0, I)) and, for flow, the number of Euler steps (num_inference_steps 20 and 4
-against the trained 10). Tokenized
-checkpoints: softmax temperature 1 / 0.5 / 0 (greedy). Each variant runs 50 episodes on env seeds 0..49 (the
-evaluation range) and the results go to <run>/sampling.json beside the checkpoint. Results of 2026-12-07:
-bench/results/pusht1_pilots_20k.json.
+Flow / diffusion checkpoints: a zero initial noise (the deterministic map from x0 = 0 instead of a draw from
+N(0, I)) and, for flow, the number of Euler steps (num_inference_steps 20 and 4 against the trained 10).
+Tokenized checkpoints: softmax temperature 1 / 0.5 / 0 (greedy). Each variant runs 50 episodes on env seeds
+0..49 (the evaluation range) and the results go to <run>/sampling.json beside the checkpoint. Results of
+2026-12-07: bench/results/pusht1_pilots_20k.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -62,7 +62,7 @@ def main():
         if "num_inference_steps" in fields:  # flow's Euler grid follows the step count
             n = fields["num_inference_steps"]
             head.euler_t = torch.arange(n, dtype=torch.float32) / n * head.cfg.time_scale
-        with zero_initial_noise() if zero else contextmanager(lambda: (yield))():
+        with zero_initial_noise() if zero else nullcontext():
             r = evaluate_policy(
                 policy, a.env, {"obs_mode": "state", "reward_type": "dense"}, episodes=a.episodes, seed=0
             )

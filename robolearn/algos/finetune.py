@@ -228,6 +228,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         bridge_Ta = int(bc.spec.get("Ta", 1)) if (use_base and cfg.chunked) else 0
     held = held_chunk(bc, layout, low, high, bridge_Ta) if use_base else None
     scaling = ObsScaling.for_run(bc, layout, cfg.obs_norm, resume_ck)
+    scaling_state = scaling.state_dict() if scaling is not None else None  # checkpoints, Ray actors
     obs_dim = layout.dim + (held.extra + da if use_base else 0)
 
     torch.manual_seed(cfg.seed)
@@ -320,7 +321,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 "bridge_Ta": bridge_Ta,
                 "residual_max_log_std": max_log_std,
                 "obs_layout": layout.to_json(),
-                "obs_scaling": scaling.state_dict() if scaling is not None else None,
+                "obs_scaling": scaling_state,
                 "action_low": torch.from_numpy(low),
                 "action_high": torch.from_numpy(high),
                 "residual_scale": cfg.residual_scale,
@@ -398,7 +399,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             "low": low,
             "high": high,
             "layout": layout.to_json(),
-            "obs_scaling": scaling.state_dict() if scaling is not None else None,
+            "obs_scaling": scaling_state,
             "bridge": cfg.bridge,
             "bridge_Ta": bridge_Ta,
             "max_log_std": max_log_std,
