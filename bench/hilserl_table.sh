@@ -3,6 +3,8 @@
 # bridge, demos mixed in), per training seed, success and cycle time of BC, the last checkpoint and best.pt.
 #   OMP_NUM_THREADS=1 MUJOCO_GL=egl [FT_ARGS="..."] bash bench/hilserl_table.sh NAME ENV DEMOS STEPS "SEEDS" [record args...]
 #   FT_ARGS: extra `robolearn finetune` overrides, e.g. FT_ARGS="reward_type=sparse"
+#   BC_ARGS: the BC run's `robolearn train` overrides (default "policy=mse train.steps=1500"), e.g.
+#            BC_ARGS="policy=flow train.steps=20000 train.batch_size=256" for PushT-v1's per-step flow
 #   e.g. bash bench/hilserl_table.sh panda gym_hil/PandaPickCubeBase-v0 3 20000 "0 1 2" +env_kwargs.random_block_position=true
 #        bash bench/hilserl_table.sh lift robolearn/Lift-v0 4 15000 "0 1 2"
 # Demos: demo seeds 10_000_000..; BC and fine-tuned checkpoints are scored by `robolearn eval` on 50 held-out
@@ -17,7 +19,9 @@ mkdir -p $O
 [[ -f $D ]] || $RL record env=$ENV episodes=$N out=$D "$@"
 for s in $SEEDS; do
   t0=$(date +%s)
-  [[ -f $O/bc_s$s/checkpoints/last.pt ]] || $RL train policy=mse data=$D out=$O/bc_s$s train.steps=1500 train.seed=$s train.eval_episodes=0
+  # shellcheck disable=SC2086  # BC_ARGS: word-split on purpose
+  [[ -f $O/bc_s$s/checkpoints/last.pt ]] || $RL train data=$D out=$O/bc_s$s train.seed=$s train.eval_episodes=0 \
+      ${BC_ARGS:-policy=mse train.steps=1500}
   [[ -f $O/eval_bc_s$s/results.json ]] || $RL eval policy=$O/bc_s$s/checkpoints/last.pt episodes=50 out=$O/eval_bc_s$s
   t1=$(date +%s)
   # shellcheck disable=SC2086  # FT_ARGS: word-split on purpose (several overrides)
@@ -60,6 +64,6 @@ ax.scatter([], [], color="gray", marker="s", label="held out, 50 ep: BC (x=0), l
 ax.set(xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02), title=f"{env}: BC on {n} demos + SAC")
 ax.grid(alpha=0.3); ax.legend(fontsize=7, loc="lower right"); fig.tight_layout()
 fig.savefig(f"bench/results/hilserl_{name}.png", dpi=110)
-json.dump({"env": env, "finetune_args": os.environ.get("FT_ARGS", ""), "steps": steps, "demos": n, "seeds": seeds, "runs": runs, "table": table},
+json.dump({"env": env, "finetune_args": os.environ.get("FT_ARGS", ""), "bc_args": os.environ.get("BC_ARGS", "policy=mse train.steps=1500"), "steps": steps, "demos": n, "seeds": seeds, "runs": runs, "table": table},
           open(f"bench/results/hilserl_{name}.json", "w"), indent=1)
 PY
