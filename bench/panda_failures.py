@@ -42,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
 
     actor, env_id, env_kwargs = load_actor(a.checkpoint)
     env = make_env(env_id, **env_kwargs)
+    need = {"block_pos", "tcp_pos", "gripper"}
+    missing = sorted(need - set(env.observation_space.spaces))
+    if missing:
+        p.error(
+            f"{a.checkpoint} runs on {env_id}, whose observations lack {missing}: this script is for "
+            "gym_hil/PandaPickCubeBase-v0 checkpoints"
+        )
     rows = []
     for ep in range(a.episodes):
         obs, _ = env.reset(seed=ep)
