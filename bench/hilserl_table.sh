@@ -15,13 +15,14 @@ cd "$(dirname "$0")/.."
 RL=.venv/bin/robolearn
 NAME=$1; ENV=$2; N=$3; STEPS=$4; SEEDS=$5; shift 5
 O=runs/hilserl/$NAME; D=$O/demos_$N.hdf5
+BC_ARGS=${BC_ARGS:-policy=mse train.steps=1500}
 mkdir -p $O
 [[ -f $D ]] || $RL record env=$ENV episodes=$N out=$D "$@"
 for s in $SEEDS; do
   t0=$(date +%s)
   # shellcheck disable=SC2086  # BC_ARGS: word-split on purpose
   [[ -f $O/bc_s$s/checkpoints/last.pt ]] || $RL train data=$D out=$O/bc_s$s train.seed=$s train.eval_episodes=0 \
-      ${BC_ARGS:-policy=mse train.steps=1500}
+      $BC_ARGS
   [[ -f $O/eval_bc_s$s/results.json ]] || $RL eval policy=$O/bc_s$s/checkpoints/last.pt episodes=50 out=$O/eval_bc_s$s
   t1=$(date +%s)
   # shellcheck disable=SC2086  # FT_ARGS: word-split on purpose (several overrides)
@@ -32,9 +33,9 @@ for s in $SEEDS; do
   [[ -f $O/eval_sacbest_s$s/results.json ]] || $RL eval policy=$O/sac_s$s/checkpoints/best.pt episodes=50 out=$O/eval_sacbest_s$s
   [[ -f $O/wall_s$s.json ]] || echo "{\"bc_s\": $((t1 - t0)), \"finetune_s\": $((t2 - t1))}" > $O/wall_s$s.json
 done
-.venv/bin/python - "$O" "$SEEDS" "$STEPS" "$N" "$ENV" "$NAME" <<'PY'
+.venv/bin/python - "$O" "$SEEDS" "$STEPS" "$N" "$ENV" "$NAME" "$BC_ARGS" <<'PY'
 import json, os, statistics, sys
-O, seeds, steps, n, env, name = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:7]
+O, seeds, steps, n, env, name, bc_args = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:8]
 rows, runs = [], {}
 for s in seeds:
     r = {k: json.load(open(f"{O}/eval_{k}_s{s}/results.json")) for k in ("bc", "sac", "sacbest")}
@@ -64,6 +65,6 @@ ax.scatter([], [], color="gray", marker="s", label="held out, 50 ep: BC (x=0), l
 ax.set(xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02), title=f"{env}: BC on {n} demos + SAC")
 ax.grid(alpha=0.3); ax.legend(fontsize=7, loc="lower right"); fig.tight_layout()
 fig.savefig(f"bench/results/hilserl_{name}.png", dpi=110)
-json.dump({"env": env, "finetune_args": os.environ.get("FT_ARGS", ""), "bc_args": os.environ.get("BC_ARGS", "policy=mse train.steps=1500"), "steps": steps, "demos": n, "seeds": seeds, "runs": runs, "table": table},
+json.dump({"env": env, "finetune_args": os.environ.get("FT_ARGS", ""), "bc_args": bc_args, "steps": steps, "demos": n, "seeds": seeds, "runs": runs, "table": table},
           open(f"bench/results/hilserl_{name}.json", "w"), indent=1)
 PY
