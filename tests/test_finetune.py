@@ -76,6 +76,9 @@ def test_finetune_runs_and_writes_checkpoint_and_results(bc, tmp_path, head):
     for k in ("success_rate", "success_ci", "return_mean", "cycle_time_steps"):
         assert k in res
     assert res["episodes"] == 1
+    # residual bridge on Lift's default sparse reward: a fixed temperature and TD targets clipped to [0, 1]
+    assert res["temperature"] == {"learned": False, "initial": 0.05, "final": pytest.approx(0.05)}
+    assert res["td_target_bounds"] == [0.0, 1.0]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 120
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents*"))
 
@@ -284,6 +287,8 @@ def test_no_demos_and_bridge_none(bc, tmp_path):
     s = finetune(small("", None, tmp_path / "b", steps=60, bridge="none", env=ENV))
     ck = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
     assert ck["bc_policy"] is None and ck["bridge"] == "none"
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert res["temperature"]["learned"] and res["temperature"]["initial"] == 0.1  # SAC from scratch: learned
     assert sac_actor_from_checkpoint(ck).act(
         {
             k: np.zeros(v, np.float32)
@@ -452,7 +457,17 @@ def test_residual_std_stays_bounded(bc, tmp_path):
     """The residual's exploration noise can narrow but never grow past its initial std (the entropy bonus once
     inflated it 0.37 -> 0.84 and training success fell from 92% to ~50%)."""
     demos, ckpts = bc
-    finetune(small(ckpts["mse"], demos, tmp_path / "run", steps=200, learning_starts=40, init_alpha=1.0))
+    finetune(
+        small(
+            ckpts["mse"],
+            demos,
+            tmp_path / "run",
+            steps=200,
+            learning_starts=40,
+            init_alpha=1.0,
+            autotune=True,
+        )
+    )
     raw = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert raw["residual_max_log_std"] == -1.0
     actor = sac_actor_from_checkpoint(raw, deterministic=False)

@@ -69,8 +69,17 @@ class FinetuneConfig:
     critic_subset: int = opt(2, "random critics whose min forms the target (<= n_critics)")
     layer_norm: bool = opt(True, "LayerNorm in the critics (RLPD: keeps Q bounded with offline data)")
     n_step: int = opt(1, "n-step returns")
-    init_alpha: float = opt(0.1, "initial entropy temperature (small: start close to the BC policy)")
-    autotune: bool = opt(True, "learn the temperature")
+    init_alpha: float | None = opt(
+        None,
+        "initial entropy temperature; None = 0.05 where it stays fixed (see autotune), else 0.1 (small: start "
+        "close to the BC policy)",
+    )
+    autotune: bool | None = opt(
+        None,
+        "learn the temperature; None = learn it, except with the residual bridge on a sparse success reward, "
+        "where a fixed temperature holds the residual near the BC action (a learned one fell to 0.0004 and the "
+        "residual drifted to a collapse on PegInsert)",
+    )
     backup_entropy: bool = opt(
         False,
         "add the entropy bonus to the TD target. Off by default: with a success "
@@ -79,7 +88,15 @@ class FinetuneConfig:
         "cycle time grew from 35 to 52 steps)",
     )
     target_entropy: float | None = opt(None, "None = -act_dim")
+    clip_target: bool = opt(
+        True,
+        "with a sparse success reward (which ends the episode) and backup_entropy=false, clip the TD target "
+        "to the return range [0, 1]: a target above 1 is bootstrapped overestimation",
+    )
     bc_weight: float = opt(0.0, "weight of the BC term |mean_pi - a_demo|^2 on demo rows (0 = off)")
+    cql_weight: float = opt(
+        0.0, "conservative critic: weight of Q(s, a~pi) - Q(s, a_buffer) in the critic loss"
+    )
     critic_warmup: int = opt(0, "first K updates train only the critics (keep the BC actor while Q settles)")
     max_grad_norm: float | None = opt(None, "clip each network's gradient norm (None = off)")
     buffer_size: int = opt(1_000_000, "online replay capacity (min(buffer_size, steps) is allocated)")
@@ -236,12 +253,13 @@ class FinetuneConfig:
             layer_norm=self.layer_norm,
             n_step=self.n_step,
             utd=self.utd,
-            init_alpha=self.init_alpha,
-            autotune=self.autotune,
+            init_alpha=0.1 if self.init_alpha is None else self.init_alpha,
+            autotune=True if self.autotune is None else self.autotune,
             backup_entropy=self.backup_entropy,
             target_entropy=self.target_entropy,
             bc_weight=self.bc_weight,
             critic_warmup=self.critic_warmup,
+            cql_weight=self.cql_weight,
             max_grad_norm=self.max_grad_norm,
             learning_starts=self.starts(),
             buffer_size=self.buffer_size,

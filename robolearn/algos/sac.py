@@ -80,8 +80,16 @@ class SACConfig:
     """Target entropy; None = -act_dim (the SAC heuristic)."""
     backup_entropy: bool = True
     """Subtract alpha * log pi(a'|s') in the critic target (soft Q). RLPD turns it off."""
+    target_bounds: tuple[float, float] | None = None
+    """Clip the TD target into [lo, hi], the range every true return lies in (None = no clipping). A success
+    reward that ends the episode, without the entropy backup, has returns in [0, 1]: a target above 1 is
+    bootstrapped overestimation, which the actor then climbs (finetune sets this there)."""
     bc_weight: float = 0.0
     """Weight of a BC term |mean_pi(s) - a|^2 on rows with batch["is_demo"] (0 = off)."""
+    cql_weight: float = 0.0
+    """Conservative critic (CQL with the policy as the proposal, Kumar et al. 2020): adds
+    cql_weight * mean_B (Q_j(s, a~pi(s)) - Q_j(s, a)) per critic to the critic loss, which lowers Q at the
+    actor's own actions relative to the buffer's (demos and executed actions). 0 = off."""
     critic_warmup: int = 0
     """First K updates train only the critics (actor and alpha frozen), e.g. when fine-tuning a BC actor."""
     max_grad_norm: float | None = None
@@ -130,8 +138,16 @@ class SACConfig:
         check("init_alpha", self.init_alpha > 0, "> 0")
         check("bc_weight", self.bc_weight >= 0, ">= 0")
         check("critic_warmup", self.critic_warmup >= 0, ">= 0")
+        check("cql_weight", self.cql_weight >= 0, ">= 0")
         check("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "None or > 0")
         check("squash_eps", 0.0 <= self.squash_eps < 1.0, "in [0, 1)")
+        if self.target_bounds is not None:
+            self.target_bounds = (float(self.target_bounds[0]), float(self.target_bounds[1]))
+            check(
+                "target_bounds",
+                self.target_bounds[0] < self.target_bounds[1],
+                "None or (lo, hi) with lo < hi",
+            )
         check("learning_starts", self.learning_starts >= 0, ">= 0")
         check("buffer_size", self.buffer_size > 0, "> 0")
 
@@ -352,6 +368,7 @@ def td_target(
     next_logp: Tensor,
     alpha: Tensor | float,
     backup_entropy: bool = True,
+    bounds: tuple[float, float] | None = None,
 ) -> Tensor:
     """Soft TD target, all (B,): y = r + discount (1 - terminated) (Q'(s', a') - alpha log pi(a'|s')).
 
@@ -359,9 +376,11 @@ def td_target(
     TRAP: bootstrap on `terminated` only. A time-limit `truncated` state is not terminal (the task would
     go on), so its target still bootstraps from V(s'), which is why the buffer must hold the true final
     observation as s' (never the reset observation of the next episode).
+    `bounds` = (lo, hi) clips y into the range of true returns (SACConfig.target_bounds).
     """
     v_next = q_next - alpha * next_logp if backup_entropy else q_next
-    return reward + discount * (1.0 - terminated) * v_next
+    y = reward + discount * (1.0 - terminated) * v_next
+    return y if bounds is None else y.clamp(bounds[0], bounds[1])
 
 
 class SAC:
@@ -466,11 +485,19 @@ class SAC:
         # ---- critic target (see td_target for the terminated/truncated trap)
         with torch.no_grad():
             q_next = self.target_min(self.critic_target(next_obs, next_action))
-            target = td_target(reward, discount, terminated, q_next, next_logp, alpha, cfg.backup_entropy)
+            target = td_target(
+                reward, discount, terminated, q_next, next_logp, alpha, cfg.backup_entropy, cfg.target_bounds
+            )
 
         q = self.critic(obs, action)  # (N, B)
         critic_loss = (q - target).square().mean(1).sum()  # CleanRL's sum of MSEs (SB3 halves it; Adam: same)
         info = {"losses/critic": self._check("losses/critic", critic_loss)}
+        if cfg.cql_weight > 0:  # conservative: Q at the actor's actions down, at the buffer's actions up
+            with torch.no_grad():
+                a_cur = self.actor(obs)[0]
+            gap = (self.critic(obs, a_cur) - q).mean(1)  # (N,)
+            info["q/cql_gap"] = float(gap.detach().mean())
+            critic_loss = critic_loss + cfg.cql_weight * gap.sum()
         info["grad_norm/critic"] = self._step(self.critic_opt, self.critic_params, critic_loss)
 
         # ---- actor and temperature

@@ -48,6 +48,8 @@ def supported(agent: SAC) -> str | None:
     cfg = agent.cfg
     if type(agent.actor) not in (GaussianActor, ResidualActor):
         return f"the actor is a {type(agent.actor).__name__}, not a GaussianActor or ResidualActor"
+    if cfg.cql_weight > 0:
+        return "the conservative critic term (cql_weight > 0)"
     if cfg.bf16 or any(getattr(m, "bf16", False) for m in agent.actor.modules()):
         return "bf16 matmuls"
     if not all(adam_applies(o) for o in (agent.critic_opt, agent.actor_opt, agent.alpha_opt)):
@@ -300,7 +302,9 @@ def update(agent: SAC, batch: Batch) -> dict[str, float]:
         t_next, next_logp, _ = squash(actor, out_next, noise_next)
         next_action = to_action(actor, base_next, t_next)
         q_next = agent.target_min(critic_forward(agent.critic_target, next_obs, next_action, keep=False))
-        target = td_target(reward, discount, terminated, q_next, next_logp, alpha, cfg.backup_entropy)
+        target = td_target(
+            reward, discount, terminated, q_next, next_logp, alpha, cfg.backup_entropy, cfg.target_bounds
+        )
 
         # ---- critic loss sum_j mean_B (Q_j - y)^2: dL/dQ_j = 2 (Q_j - y) / B
         q, saved_c = critic_forward(critic, obs, action, keep=True)
