@@ -235,24 +235,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)
     use_bf16, precision = resolve_precision(cfg.precision, cfg.batch_size, cfg.hidden[-1], cfg.n_critics)
     log.info("precision: %s", precision)
-    # every true return of a success reward that ends the episode lies in [0, 1] (no entropy backup)
-    bounds = (0.0, 1.0) if cfg.clip_target and reward_type == "sparse" and not cfg.backup_entropy else None
-    # the residual on a sparse reward: Q separates the base's action from offset ones by ~0.01, so a learned
-    # temperature (falling to ~0) lets the residual follow that noise; a fixed one is a prior toward the base
-    autotune = (
-        cfg.autotune
-        if cfg.autotune is not None
-        else not (cfg.bridge == "residual" and reward_type == "sparse")
-    )
-    init_alpha = cfg.init_alpha if cfg.init_alpha is not None else (0.1 if autotune else 0.05)
-    sac_cfg = replace(
-        cfg.sac_config(), bf16=use_bf16, target_bounds=bounds, autotune=autotune, init_alpha=init_alpha
-    )
+    sac_cfg = replace(cfg.sac_config(reward_type), bf16=use_bf16)  # temperature and TD bounds resolved there
+    autotune, init_alpha, bounds = sac_cfg.autotune, sac_cfg.init_alpha, sac_cfg.target_bounds
     log.info(
-        "temperature: %s %g%s",
-        "learned from" if autotune else "fixed at",
-        init_alpha,
-        f"; TD targets clipped to the return range {list(bounds)}" if bounds else "",
+        "temperature: %s %g, TD target bounds %s", "learned" if autotune else "fixed", init_alpha, bounds
     )
     init_log_std = cfg.init_log_std
     if init_log_std is None and cfg.bridge == "gaussian":

@@ -237,10 +237,22 @@ class FinetuneConfig:
             return self.learning_starts
         return 500 if self.demos else 5000
 
-    def sac_config(self):
+    def sac_config(self, reward_type: str | None = None):
+        """The SACConfig of this run; `reward_type`: the one the env optimises (finetune resolves it).
+
+        With the residual bridge on a sparse success reward the temperature stays fixed (default 0.05): Q
+        separates the base's action from offset ones by ~0.01 on PegInsert, and a learned temperature, falling
+        to ~0, let the residual follow that noise into a collapse (README). A success reward that ends the
+        episode, without the entropy backup, has every return in [0, 1]: TD targets are clipped to it."""
         from robolearn.algos.sac import SACConfig
 
+        autotune = self.autotune
+        if autotune is None:
+            autotune = not (self.bridge == "residual" and reward_type == "sparse")
+        init_alpha = self.init_alpha if self.init_alpha is not None else (0.1 if autotune else 0.05)
+        sparse_return = reward_type == "sparse" and not self.backup_entropy
         return SACConfig(
+            target_bounds=(0.0, 1.0) if self.clip_target and sparse_return else None,
             gamma=self.gamma,
             tau=self.tau,
             actor_lr=self.actor_lr,
@@ -253,8 +265,8 @@ class FinetuneConfig:
             layer_norm=self.layer_norm,
             n_step=self.n_step,
             utd=self.utd,
-            init_alpha=0.1 if self.init_alpha is None else self.init_alpha,
-            autotune=True if self.autotune is None else self.autotune,
+            init_alpha=init_alpha,
+            autotune=autotune,
             backup_entropy=self.backup_entropy,
             target_entropy=self.target_entropy,
             bc_weight=self.bc_weight,
