@@ -219,7 +219,8 @@ def test_ensemble_q_stays_within_max_return_on_a_sparse_reward_toy(fused):
 
 def test_conservative_term_lowers_q_at_the_actors_actions():
     # Buffer actions are all -0.5; the actor always proposes +0.5, where the critics have no data. The CQL
-    # term pushes Q there below Q at the buffer's actions; without it the two stay close.
+    # term pushes Q there far below Q at the buffer's actions; without it the gap is much smaller (~-0.9
+    # here, from the critics' extrapolation alone, vs ~-30 with cql_weight=1).
     rng = np.random.default_rng(0)
     buf = ReplayBuffer(OBS, ACT, capacity=300)
     for t in range(300):
