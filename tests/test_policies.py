@@ -594,3 +594,23 @@ def test_diffusion_prediction_type_defaults_by_denoiser_and_old_checkpoints_keep
     old = dict(new, head_cfg={k: v for k, v in new["head_cfg"].items() if k != "prediction_type"})
     assert PolicyConfig.from_dict(old).head_cfg.prediction_type == "epsilon"
 
+
+
+def test_tokenized_soft_targets_are_a_gaussian_over_the_bins():
+    from robolearn.policies.tokenized import TokenizedConfig, TokenizedHead
+
+    head = TokenizedHead(TokenizedConfig(num_bins=21, label_sigma=0.1), cond_dim=8, Tp=2, Da=3)
+    a = torch.tensor([[[0.0, 0.5, -1.0], [0.3, 1.0, -0.2]]])
+    p = head.soft_targets(a)
+    assert p.shape == (1, 6, 21)
+    torch.testing.assert_close(p.sum(-1), torch.ones(1, 6))
+    # the most probable bin is the one-hot token, its mean is the action (away from the clamped ends)
+    assert torch.equal(p.argmax(-1), head.tokenize(a))
+    mean = (p * head.bin_centers[torch.arange(6) % 3]).sum(-1).view(1, 2, 3)
+    torch.testing.assert_close(mean[0, 0, :2], a[0, 0, :2], atol=1e-3, rtol=0)
+    # neighbouring bins share credit: about 1 sigma = one bin (0.1) either side
+    assert 0.15 < p[0, 0, 9] < 0.3 and 0.15 < p[0, 0, 11] < 0.3
+    # and the loss trains on them (finite, differentiable)
+    loss, _ = head.loss(torch.randn(1, 8, requires_grad=True), a)
+    loss.backward()
+    assert torch.isfinite(loss)

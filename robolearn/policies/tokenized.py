@@ -29,6 +29,9 @@ class TokenizedConfig:
     dropout: float = 0.0
     temperature: float = 1.0
     """Softmax temperature when sampling; 0 = greedy (argmax)."""
+    label_sigma: float = 0.0
+    """Train on soft targets (HL-Gauss, Farebrother et al. 2024): each target is a Gaussian of this std (in
+    normalised action units) integrated over the bins, so neighbouring bins share credit; 0 = one-hot tokens."""
 
     def __post_init__(self):
         if self.num_bins < 2:
@@ -47,6 +50,8 @@ class TokenizedConfig:
             raise ValueError(f"TokenizedConfig.dropout={self.dropout!r}: must be in [0, 1)")
         if self.temperature < 0:
             raise ValueError(f"TokenizedConfig.temperature={self.temperature!r}: must be >= 0")
+        if self.label_sigma < 0:
+            raise ValueError(f"TokenizedConfig.label_sigma={self.label_sigma!r}: must be >= 0 (0 = one-hot)")
 
 
 class CausalSelfAttention(nn.Module):
@@ -113,13 +118,14 @@ class TokenGPT(nn.Module):
     def forward(
         self, idx: Tensor, cond: Tensor, targets: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        """idx (B, T) tokens so far (T < seq_len, may be 0), cond (B, C) -> logits (B, T+1, V), loss."""
+        """idx (B, T) tokens so far (T < seq_len, may be 0), cond (B, C) -> logits (B, T+1, V), loss.
+        targets: (B, T+1) token ids, or (B, T+1, V) target probabilities (soft labels)."""
         x = torch.cat([self.cond_proj(cond)[:, None], self.wte(idx)], 1)
         x = x + self.wpe.weight[: x.shape[1]]
         for blk in self.blocks:
             x = blk(x)
         logits = self.lm_head(self.ln_f(x))
-        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten(0, 1))
         return logits, loss
 
     @torch.no_grad()
@@ -190,8 +196,19 @@ class TokenizedHead(ActionHead):
             )
             self.fit_data(action)
         tok = self.tokenize(action)
-        _, loss = self.gpt(tok[:, :-1], cond, targets=tok)
+        targets = tok if self.cfg.label_sigma == 0 else self.soft_targets(action)
+        _, loss = self.gpt(tok[:, :-1], cond, targets=targets)
         return loss, {"loss/ce": loss.item()}
+
+    def soft_targets(self, action: Tensor) -> Tensor:
+        """(B, Tp, Da) -> (B, Tp*Da, num_bins): N(a, label_sigma^2) integrated over each token's bin (the
+        outer bins take the tails), in tokenize's step-major order."""
+        B = action.shape[0]
+        y = action.clamp(-1, 1).reshape(B, self.Tp * self.Da, 1)
+        edges = self.bin_edges[torch.arange(self.Tp * self.Da, device=y.device) % self.Da]  # (L, n-1)
+        cdf = torch.special.ndtr((edges - y) / self.cfg.label_sigma)  # (B, L, n-1)
+        cdf = F.pad(cdf, (1, 0), value=0.0)
+        return torch.diff(F.pad(cdf, (0, 1), value=1.0), dim=-1)
 
     def sample(self, cond: Tensor, generator=None) -> Tensor:
         return self.detokenize(self.gpt.generate(cond, self.cfg.temperature, generator))
