@@ -101,6 +101,38 @@ def test_labels_accumulate_over_rounds(bc_run, tmp_path):
     assert res["history"][1]["labels"] - res["history"][0]["labels"] == res["history"][1]["round_labels"]
 
 
+def test_expert_noise_perturbs_the_path_but_not_the_labels(bc_run, tmp_path):
+    """DART inside DAgger: with the expert driving (beta=1), noise moves the visited states, and every stored
+    label is still the noise-free expert action at the state it was taken in."""
+    import gymnasium as gym
+    import robolearn_envs
+
+    def episodes(out):
+        with h5py.File(out / "aggregate.hdf5", "r") as f:
+            return [
+                {k: f["data"][d][k][()] for k in ("actions", "states")}
+                for d in sorted(f["data"])
+                if f["data"][d].attrs["source"] == "dagger"
+            ]
+
+    kw = dict(beta=1.0, eval_episodes=0, drop_stalled=False)
+    run_dagger(_cfg(bc_run, tmp_path / "c", "expert", **kw))
+    run_dagger(_cfg(bc_run, tmp_path / "n", "expert", expert_noise=0.3, **kw))
+    clean, noisy = episodes(tmp_path / "c"), episodes(tmp_path / "n")
+    assert len(noisy) == len(clean) == 2
+    T = min(len(noisy[0]["states"]), len(clean[0]["states"]))
+    assert not np.allclose(noisy[0]["states"][:T], clean[0]["states"][:T])  # the noise changed the path
+    env = gym.make("robolearn/ReachAround-v0")
+    env.reset(seed=0)
+    for e in noisy:
+        for t in range(0, len(e["actions"]), 7):
+            env.unwrapped.set_state(e["states"][t])
+            label = robolearn_envs.make_expert(env, seed=0).act(None)
+            np.testing.assert_allclose(e["actions"][t], label, atol=1e-6)
+    with pytest.raises(Exception, match="expert_noise"):
+        _cfg(bc_run, tmp_path / "bad", "expert", expert_noise=-0.1)
+
+
 def _norm_buffers(path):
     import torch
 

@@ -104,6 +104,11 @@ class DaggerConfig:
         1.0, "mode=expert: probability of executing the expert's action in round 1 (see the module docstring)"
     )
     beta_decay: float = opt(0.5, "mode=expert: beta_i = beta * beta_decay**i")
+    expert_noise: float = opt(
+        0.0,
+        "mode=expert: std of Gaussian noise added to the expert's action when it drives (action units); the "
+        "label stays the noise-free action, so its steps show recoveries from small errors (DART)",
+    )
     threshold: float = opt(
         0.5, "mode=intervention (scripted human): take over when |a_learner - a_expert|_inf > this"
     )
@@ -187,6 +192,7 @@ class DaggerConfig:
         positive("episodes_per_round", self.episodes_per_round)
         in_range("beta", self.beta, 0.0, 1.0)
         in_range("beta_decay", self.beta_decay, 0.0, 1.0)
+        positive("expert_noise", self.expert_noise, zero_ok=True)
         positive("threshold", self.threshold)
         positive("hold", self.hold, zero_ok=True)
         positive("uncertainty", self.uncertainty)
@@ -326,6 +332,7 @@ def collect_round(
     override = human if human is not None else ScriptedHuman(expert, cfg.threshold, cfg.hold)
     labels, steps, successes = 0, 0, 0
     source = "dagger" if cfg.mode == "expert" else "intervention"
+    low, high = env.action_space.low, env.action_space.high
     for ep in range(start_ep, cfg.episodes_per_round):
         ep_labels = labels
         seed = dagger_seed(cfg.seed, rnd, ep)  # the DAgger range: disjoint from eval and demo seeds
@@ -361,6 +368,9 @@ def collect_round(
             if cfg.mode == "expert":
                 a_exp = np.asarray(expert.act(obs), np.float32)
                 executed, label, iv = (a_exp if use_expert else a_pol), a_exp, use_expert
+                if use_expert and cfg.expert_noise > 0:
+                    jitter = rng.normal(0.0, cfg.expert_noise, a_exp.shape)
+                    executed = np.clip(a_exp + jitter, low, high).astype(np.float32)
                 labels += 1
             elif cfg.mode == "intervention":
                 executed, iv = override.decide(obs, a_pol)
