@@ -76,8 +76,12 @@ def test_finetune_runs_and_writes_checkpoint_and_results(bc, tmp_path, head):
     for k in ("success_rate", "success_ci", "return_mean", "cycle_time_steps"):
         assert k in res
     assert res["episodes"] == 1
-    # residual bridge on Lift's default sparse reward: a fixed temperature and TD targets clipped to [0, 1]
-    assert res["temperature"] == {"learned": False, "initial": 0.05, "final": pytest.approx(0.05)}
+    # residual bridge on Lift's default sparse reward: a learned temperature (guarded) and TD targets in [0, 1]
+    assert res["temperature"]["learned"] and res["temperature"]["initial"] == 0.1
+    assert "rollback" not in res["temperature"]  # no evaluation fell (eval_initial=False: nothing to compare)
+    finetune(small(ckpts[head], demos, tmp_path / "fixed", autotune=False))
+    fixed = json.loads((tmp_path / "fixed" / "results.json").read_text())["temperature"]
+    assert fixed == {"learned": False, "initial": 0.05, "final": pytest.approx(0.05)}
     assert res["td_target_bounds"] == [0.0, 1.0]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 120
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents*"))
@@ -492,21 +496,8 @@ def test_residual_std_stays_bounded(bc, tmp_path):
 def test_best_checkpoint_follows_return_where_there_is_no_success(tmp_path, monkeypatch):
     """Locomotion has no success signal: best.pt is the evaluation with the highest return, not the first one
     (the bug: a Hopper run kept its untrained step-0 actor as best.pt)."""
-    returns = iter([10.0, 50.0, 30.0, 20.0])  # step 0, 50, 100, 150; then the final evaluation
-
-    def fake_eval(actor, env_id, env_kwargs, episodes, seed=0, **kw):
-        r = next(returns, 0.0)
-        return {
-            "success_rate": 0.0,
-            "success_ci": [0.0, 0.0],
-            "return_mean": r,
-            "return_std": 0.0,
-            "cycle_time_steps": None,
-            "length_mean": 1.0,
-            "episodes": [],
-        }
-
-    monkeypatch.setattr(ft, "evaluate_actor", fake_eval)
+    # step 0, 50, 100, 150; then the final evaluation
+    _fake_evals(monkeypatch, [(0.0, 10.0), (0.0, 50.0), (0.0, 30.0), (0.0, 20.0)], then=(0.0, 0.0))
     finetune(
         FinetuneConfig(
             env="Hopper-v5",
@@ -663,3 +654,82 @@ def test_intervention_counts_survive_an_interrupt_and_resume(bc, tmp_path, monke
     assert s["intervention_steps"] == 120  # every step of the whole run, counted once
     ck = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
     assert ck["demo_replay"]["size"] == n_demo + 50  # the takeovers before the interrupt were kept
+
+
+def _fake_evals(monkeypatch, results, then=(0.5, 0.5)):
+    """evaluate_actor replaced by a scripted sequence of (success rate, mean return), then `then`."""
+    results = iter(results)
+
+    def fake_eval(actor, env_id, env_kwargs, episodes, seed=0, **kw):
+        sr, ret = next(results, then)
+        return {
+            "success_rate": sr,
+            "success_ci": [sr, sr],
+            "return_mean": ret,
+            "return_std": 0.0,
+            "cycle_time_steps": None,
+            "length_mean": 1.0,
+            "episodes": [],
+        }
+
+    monkeypatch.setattr(ft, "evaluate_actor", fake_eval)
+
+
+def test_regression_guard_restores_best_and_fixes_the_temperature():
+    from robolearn.algos.finetune_guard import RegressionGuard
+    from robolearn.algos.sac import SAC, GaussianActor, SACConfig
+
+    def agent(autotune=True):
+        return SAC(
+            GaussianActor(4, 2, (16,)), 4, 2, SACConfig(hidden=(16,), autotune=autotune, init_alpha=0.1)
+        )
+
+    def run(tmp, a, drop=0.25):
+        best = tmp / "best.pt"
+        torch.save({"sac": a.state_dict(), "step": 0}, best)
+        snapshot = {k: v.clone() for k, v in a.actor.state_dict().items()}
+        with torch.no_grad():
+            for p in [*a.actor.parameters(), *a.critic.parameters()]:
+                p.add_(1.0)  # training moved the weights
+        history = {"eval": [{"step": 0, "success_rate": 0.7}]}
+        return RegressionGuard(drop, 0.05, a, best, history), history, snapshot
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        a = agent()
+        g, history, snapshot = run(Path(d), a)
+        assert not g.after_eval(5000, 0.5) and a.cfg.autotune  # a 20-point dip is within the noise
+        assert g.after_eval(10000, 0.4)  # 30 points below step 0's 70%
+        for k, v in a.actor.state_dict().items():
+            torch.testing.assert_close(v, snapshot[k])  # best.pt's actor is back
+        assert not a.cfg.autotune and a.alpha == pytest.approx(0.05) and not a.log_alpha.requires_grad
+        assert history["rollback"]["step"] == 10000 and history["rollback"]["restored_step"] == 0
+        assert g.record()["rollback"]["initial_success"] == 0.7
+        assert not g.after_eval(15000, 0.0)  # fires once
+        # a resumed run with that history keeps the fixed temperature
+        b = agent()
+        RegressionGuard(0.25, 0.05, b, Path(d) / "best.pt", history)
+        assert not b.cfg.autotune and b.alpha == pytest.approx(0.05)
+        # off with a fixed temperature, or with guard_drop=None
+        for c, drop in ((agent(autotune=False), 0.25), (agent(), None)):
+            g, _, _ = run(Path(d), c, drop)
+            assert not g.after_eval(10000, 0.0)
+
+
+def test_finetune_rolls_back_when_evaluation_collapses(bc, tmp_path, monkeypatch):
+    demos, ckpts = bc
+    # evaluations at steps 0, 50, 100: a 50-point fall at step 100
+    _fake_evals(monkeypatch, [(0.8, 0.8), (0.8, 0.8), (0.3, 0.3)])
+    finetune(small(ckpts["mse"], demos, tmp_path / "g", steps=150, eval_every=50, eval_initial=True))
+    res = json.loads((tmp_path / "g" / "results.json").read_text())
+    t = res["temperature"]
+    assert t["learned"] and t["initial"] == 0.1 and t["final"] == pytest.approx(0.05)
+    assert t["rollback"]["step"] == 100 and t["rollback"]["restored_step"] == 0
+    ck = torch.load(tmp_path / "g" / "checkpoints" / "last.pt", weights_only=True)
+    assert json.loads(ck["history"])["rollback"]["step"] == 100  # a resume keeps the fixed temperature
+    # no fall, no rollback: the temperature stays learned
+    _fake_evals(monkeypatch, [(0.8, 0.8), (0.7, 0.7), (0.6, 0.6)])
+    finetune(small(ckpts["mse"], demos, tmp_path / "n", steps=150, eval_every=50, eval_initial=True))
+    t = json.loads((tmp_path / "n" / "results.json").read_text())["temperature"]
+    assert "rollback" not in t and t["final"] != pytest.approx(0.05)

@@ -36,14 +36,12 @@ The procedure, top to bottom:
    Demo rewards: the file's, when its reward_type is the env's; dense -> sparse is relabelled exactly
    (every robolearn task terminates on success and its sparse reward is `is_success`, so r = 1 on the
    terminal step of a successful episode, 0 elsewhere); sparse -> dense cannot be and is refused.
-   `reward_type` defaults to sparse on robolearn's tasks (success only, as HIL-SERL); other envs keep their own
-   reward.
+   `reward_type`: sparse on robolearn's tasks by default (success only, as HIL-SERL), else the env's own.
 4. `learning_starts` env steps of acting without updates (the BC-initialised actor acts; bridge=none acts
    uniformly at random), then `utd` SAC updates per env step (critic warm-up, BC term: see SACConfig).
-5. deterministic evaluation (mean action) every `eval_every` env steps on the fixed episode seeds of
-   `robolearn eval` (env seed i for episode i), TensorBoard throughout, `results.json` at the end. Online
-   training episodes reset from the fine-tuning seed range (robolearn.seeds: 30_000_000 + seed * 100_000 +
-   episode), disjoint from evaluation's [0, 10_000_000) and from the demos'.
+5. deterministic evaluation (mean action) every `eval_every` env steps on `robolearn eval`'s episode seeds,
+   TensorBoard, `results.json` at the end; an evaluation that collapses restores best.pt (finetune_guard).
+   Online episodes use the fine-tuning seed range (robolearn.seeds), disjoint from evaluation's and demos'.
 6. `out/checkpoints/last.pt` every `ckpt_every` env steps, at the end and on Ctrl-C/SIGTERM: the full state
    (SAC networks/optimisers/temperature, both buffers, RNGs, step, episode counter) plus the BC policy's
    weights, so it is runnable without the original file; loadable with torch.load(weights_only=True).
@@ -86,6 +84,7 @@ from robolearn.algos.bridges import (  # noqa: F401  (re-exported: the bridges' 
 )
 from robolearn.algos.demos import load_demo_transitions  # noqa: F401
 from robolearn.algos.finetune_config import FinetuneConfig
+from robolearn.algos.finetune_guard import RegressionGuard
 from robolearn.algos.finetuned import (  # noqa: F401
     SACActorPolicy,
     evaluate_actor,
@@ -314,6 +313,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
     best_path = ckpt_path.with_name("best.pt")
     best: dict = history.setdefault("best", {"key": None, "step": None})  # in the checkpoint: survives resume
+    guard = RegressionGuard(cfg.guard_drop, cfg.guard_alpha, agent, best_path, history)
 
     def checkpoint(step: int, path: Path = ckpt_path) -> None:
         atomic_save(
@@ -486,7 +486,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                     busy = time.perf_counter() - t_start - timing["eval"]
                     writer.add_scalar("charts/SPS", (step - start) / max(busy, 1e-9), step)
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                    last_eval = run_eval(step)["success_rate"]
+                    guard.after_eval(step, last_eval := run_eval(step)["success_rate"])
                 if step % cfg.ckpt_every == 0:
                     checkpoint(step)
                 bar.update(1)
@@ -542,7 +542,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "episode_seed_rule": "env seed = seed * 10000 + episode",
         "steps": cfg.steps,
         "precision": precision,
-        "temperature": {"learned": autotune, "initial": init_alpha, "final": agent.alpha},
+        "temperature": {"learned": autotune, "initial": init_alpha, "final": agent.alpha, **guard.record()},
         "td_target_bounds": list(bounds) if bounds else None,
         **res,
         "initial": None

@@ -74,12 +74,19 @@ class FinetuneConfig:
         "initial entropy temperature; None = 0.05 where it stays fixed (see autotune), else 0.1 (small: start "
         "close to the BC policy)",
     )
-    autotune: bool | None = opt(
-        None,
-        "learn the temperature; None = learn it, except with the residual bridge on a sparse success reward, "
-        "where a fixed temperature holds the residual near the BC action (a learned one fell to 0.0004 and the "
-        "residual drifted to a collapse on PegInsert)",
+    autotune: bool = opt(
+        True,
+        "learn the temperature (from init_alpha); false = hold it at init_alpha. With the residual bridge on "
+        "a sparse reward a learned one falls to ~0 and can let the residual drift into a collapse (PegInsert): "
+        "the regression guard (guard_drop) then fixes it at guard_alpha",
     )
+    guard_drop: float | None = opt(
+        0.25,
+        "with a learned temperature: once a periodic evaluation's success falls this far below step 0's, restore "
+        "checkpoints/best.pt's actor and critics and fix the temperature at guard_alpha (robolearn.algos."
+        "finetune_guard); None = off",
+    )
+    guard_alpha: float = opt(0.05, "the fixed temperature after the regression guard fires")
     backup_entropy: bool = opt(
         False,
         "add the entropy bonus to the TD target. Off by default: with a success "
@@ -206,6 +213,9 @@ class FinetuneConfig:
             positive("learning_starts", self.learning_starts, zero_ok=True)
         positive("eval_every", self.eval_every, zero_ok=True)
         positive("eval_episodes", self.eval_episodes)
+        if self.guard_drop is not None:
+            in_range("guard_drop", self.guard_drop, 0.0, 1.0)
+        positive("guard_alpha", self.guard_alpha)
         positive("ckpt_every", self.ckpt_every)
         positive("log_every", self.log_every)
         positive("threads", self.threads, zero_ok=True)
@@ -240,15 +250,13 @@ class FinetuneConfig:
     def sac_config(self, reward_type: str | None = None):
         """The SACConfig of this run; `reward_type`: the one the env optimises (finetune resolves it).
 
-        With the residual bridge on a sparse success reward the temperature stays fixed (default 0.05): Q
-        separates the base's action from offset ones by ~0.01 on PegInsert, and a learned temperature, falling
-        to ~0, let the residual follow that noise into a collapse (README). A success reward that ends the
-        episode, without the entropy backup, has every return in [0, 1]: TD targets are clipped to it."""
+        A success reward that ends the episode, without the entropy backup, has every return in [0, 1]: TD
+        targets are clipped to it. The temperature is learned from 0.1 unless `autotune=false` (then fixed at
+        init_alpha, default 0.05); the regression guard (robolearn.algos.finetune_guard) fixes it at
+        guard_alpha if an evaluation collapses."""
         from robolearn.algos.sac import SACConfig
 
         autotune = self.autotune
-        if autotune is None:
-            autotune = not (self.bridge == "residual" and reward_type == "sparse")
         init_alpha = self.init_alpha if self.init_alpha is not None else (0.1 if autotune else 0.05)
         sparse_return = reward_type == "sparse" and not self.backup_entropy
         return SACConfig(
