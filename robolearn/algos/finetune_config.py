@@ -71,8 +71,8 @@ class FinetuneConfig:
     n_step: int = opt(1, "n-step returns")
     init_alpha: float | None = opt(
         None,
-        "initial entropy temperature; None = 0.05 where it stays fixed (see autotune), else 0.1 (small: start "
-        "close to the BC policy)",
+        "initial entropy temperature; None = 0.1 when learned (small: start close to the BC policy), 0.05 when "
+        "held fixed (autotune=false)",
     )
     autotune: bool = opt(
         True,

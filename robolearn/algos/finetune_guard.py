@@ -71,8 +71,8 @@ class RegressionGuard:
         }
         self.active = False
         log.warning(
-            "step %d: evaluation success %.0f%% fell below the initial %.0f%% by more than %.0f points: "
+            "step %d: evaluation success %.0f%% is %.0f+ points below the initial %.0f%%: "
             "restored best.pt (step %d) and fixed the temperature at %g",
-            *(step, 100 * success, 100 * base, 100 * self.drop, int(best["step"]), self.alpha),
+            *(step, 100 * success, 100 * self.drop, 100 * base, int(best["step"]), self.alpha),
         )
         return True
