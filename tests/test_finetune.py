@@ -79,12 +79,14 @@ def test_finetune_runs_and_writes_checkpoint_and_results(bc, tmp_path, head):
     # residual bridge on Lift's default sparse reward: a learned temperature (guarded) and TD targets in [0, 1]
     assert res["temperature"]["learned"] and res["temperature"]["initial"] == 0.1
     assert "rollback" not in res["temperature"]  # no evaluation fell (eval_initial=False: nothing to compare)
-    finetune(small(ckpts[head], demos, tmp_path / "fixed", autotune=False))
-    fixed = json.loads((tmp_path / "fixed" / "results.json").read_text())["temperature"]
-    assert fixed == {"learned": False, "initial": 0.05, "final": pytest.approx(0.05)}
     assert res["td_target_bounds"] == [0.0, 1.0]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 120
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents*"))
+    # the temperature's resolution does not depend on the head: one run checks autotune=false
+    if head == "mse":
+        finetune(small(ckpts[head], demos, tmp_path / "fixed", autotune=False))
+        fixed = json.loads((tmp_path / "fixed" / "results.json").read_text())["temperature"]
+        assert fixed == {"learned": False, "initial": 0.05, "final": pytest.approx(0.05)}
 
 
 def test_batches_follow_demo_ratio(bc, tmp_path, monkeypatch):

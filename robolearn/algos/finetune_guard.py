@@ -36,11 +36,9 @@ class RegressionGuard:
     def __init__(self, drop: float | None, alpha: float, agent, best_path: Path, history: dict):
         self.drop, self.alpha, self.agent = drop, alpha, agent
         self.best_path, self.history = best_path, history
-        self.active = drop is not None and bool(agent.cfg.autotune)
         fired = history.get("rollback")
         if fired is not None:  # a resumed run that had fired: its temperature stays fixed
             fix_temperature(agent, fired["alpha"])
-            self.active = False
 
     def record(self) -> dict:
         """results.json's view: {"rollback": {...}} once fired, else {}."""
@@ -50,7 +48,8 @@ class RegressionGuard:
     def after_eval(self, step: int, success: float) -> bool:
         """Call after each periodic evaluation; True when it fired (the agent's weights were replaced)."""
         evals = self.history["eval"]
-        if not self.active or not evals or evals[0]["step"] != 0 or not self.best_path.exists():
+        active = self.drop is not None and self.agent.cfg.autotune  # firing fixes the temperature: once only
+        if not active or not evals or evals[0]["step"] != 0 or not self.best_path.exists():
             return False
         base = float(evals[0]["success_rate"])
         if success > base - self.drop:
@@ -69,7 +68,6 @@ class RegressionGuard:
             "restored_step": int(best["step"]),
             "alpha": self.alpha,
         }
-        self.active = False
         log.warning(
             "step %d: evaluation success %.0f%% is %.0f+ points below the initial %.0f%%: "
             "restored best.pt (step %d) and fixed the temperature at %g",
